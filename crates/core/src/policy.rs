@@ -1,0 +1,628 @@
+//! What exists and who may do what: targets with their resources (nested
+//! like OUs, tagged) and roles, eligibilities, approval policies, and the
+//! admin and auditor lists. Built once from the config file; every question
+//! here is a pure function of the catalog, a principal and `now`.
+//!
+//! Semantics worth knowing:
+//! - Eligibilities are allow rules and combine by union: a request is
+//!   permitted if any eligibility valid now permits it, and when several do,
+//!   the one that asks least of the requester (no approval, longest maximum)
+//!   is used.
+//! - Approval policies combine the other way: when several match a
+//!   (resource, role), all their approvers may approve, the strictest (largest)
+//!   quorum applies and the shortest pending timeout applies.
+//! - A selector that names nothing matches nothing: deny by default.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::error::DomainError;
+use crate::principal::{Principal, Subject};
+use crate::values::{Name, Span};
+use crate::Timestamp;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resource {
+    pub id: Name,
+    /// The enclosing resource (an OU, a cluster, an environment); any depth.
+    pub parent: Option<Name>,
+    pub tags: BTreeMap<String, String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub id: Name,
+    /// The provider kind (`postgres`, `dry-run`, ...).
+    pub kind: String,
+    /// True when nothing is changed on a real system: shown in every
+    /// listing so nobody mistakes a rehearsal for real access.
+    pub dry_run: bool,
+    pub roles: BTreeSet<Name>,
+    pub resources: BTreeMap<Name, Resource>,
+}
+
+impl Target {
+    /// The chain of parents of `resource`, nearest first. Stops at a cycle
+    /// (config validation refuses cycles; this is a second line of defence).
+    pub fn ancestors(&self, resource: &Name) -> Vec<Name> {
+        let mut out = Vec::new();
+        let mut current = self.resources.get(resource).and_then(|r| r.parent.clone());
+        while let Some(p) = current {
+            if out.contains(&p) || &p == resource {
+                break;
+            }
+            current = self.resources.get(&p).and_then(|r| r.parent.clone());
+            out.push(p);
+        }
+        out
+    }
+
+    /// The path from the root down to `resource`, e.g. `prod/orders`.
+    pub fn path(&self, resource: &Name) -> String {
+        let mut parts: Vec<String> = self
+            .ancestors(resource)
+            .into_iter()
+            .rev()
+            .map(|n| n.to_string())
+            .collect();
+        parts.push(resource.to_string());
+        parts.join("/")
+    }
+}
+
+/// Which resources of a target a rule covers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResourceSelector {
+    /// These resources themselves.
+    pub ids: BTreeSet<Name>,
+    /// Every resource anywhere below these (not the parents themselves).
+    pub under: BTreeSet<Name>,
+    /// Every resource carrying all these tags (key = value).
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ResourceSelector {
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.under.is_empty() && self.tags.is_empty()
+    }
+
+    pub fn matches(&self, target: &Target, resource: &Resource) -> bool {
+        if self.ids.contains(&resource.id) {
+            return true;
+        }
+        if !self.under.is_empty()
+            && target
+                .ancestors(&resource.id)
+                .iter()
+                .any(|a| self.under.contains(a))
+        {
+            return true;
+        }
+        !self.tags.is_empty()
+            && self
+                .tags
+                .iter()
+                .all(|(k, v)| resource.tags.get(k) == Some(v))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Eligibility {
+    pub id: Name,
+    pub subjects: Vec<Subject>,
+    pub target: Name,
+    pub resources: ResourceSelector,
+    pub roles: BTreeSet<Name>,
+    pub max_duration: Span,
+    pub approval_required: bool,
+    pub ticket_required: bool,
+    pub break_glass: bool,
+    pub not_before: Option<Timestamp>,
+    /// Always set: when the config gives none, the server fills in one year
+    /// after the eligibility was first seen.
+    pub not_after: Timestamp,
+}
+
+impl Eligibility {
+    pub fn valid_at(&self, now: Timestamp) -> bool {
+        self.not_before.is_none_or(|nb| now >= nb) && now < self.not_after
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalPolicy {
+    pub id: Name,
+    pub target: Name,
+    pub resources: ResourceSelector,
+    /// `None`: every role on the matching resources.
+    pub roles: Option<BTreeSet<Name>>,
+    pub approvers: Vec<Subject>,
+    pub quorum: u32,
+    pub pending_timeout: Span,
+}
+
+/// What it takes to approve one (target, resource, role), combined over
+/// every matching policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalRequirement {
+    pub policies: Vec<Name>,
+    pub approvers: Vec<Subject>,
+    pub quorum: u32,
+    pub pending_timeout: Span,
+}
+
+impl ApprovalRequirement {
+    pub fn allows(&self, principal: &Principal) -> bool {
+        principal.matches_any(&self.approvers)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    /// Shortest access window anyone may ask for.
+    pub min_duration: Span,
+    /// How far ahead a start may be scheduled.
+    pub max_schedule_ahead: Span,
+    /// Pending timeout when no policy sets one.
+    pub default_pending_timeout: Span,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            min_duration: Span::from_secs(60),
+            max_schedule_ahead: Span::from_secs(30 * 86_400),
+            default_pending_timeout: Span::from_secs(3 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Catalog {
+    pub targets: BTreeMap<Name, Target>,
+    pub eligibilities: Vec<Eligibility>,
+    pub approval_policies: Vec<ApprovalPolicy>,
+    /// May see everything and revoke anything. Admins are not approvers
+    /// unless a policy says so: approving is a separate, scoped right.
+    pub admins: Vec<Subject>,
+    /// May read every request and the audit trail; may change nothing.
+    pub auditors: Vec<Subject>,
+    pub limits: Limits,
+}
+
+/// One (target, resource, role) the principal may request, with the terms.
+#[derive(Debug, Clone, Serialize)]
+pub struct EligibleRole {
+    pub target: Name,
+    pub target_kind: String,
+    pub dry_run: bool,
+    pub resource: Name,
+    pub resource_path: String,
+    pub role: Name,
+    pub max_duration: Span,
+    pub approval_required: bool,
+    pub ticket_required: bool,
+    pub break_glass: bool,
+    pub eligibility: Name,
+    pub not_after: Timestamp,
+}
+
+/// The eligibility chosen for a request and what it implies.
+#[derive(Debug, Clone)]
+pub struct Permit<'a> {
+    pub eligibility: &'a Eligibility,
+}
+
+/// What a requester asks for, already parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub target: &'a Name,
+    pub resource: &'a Name,
+    pub role: &'a Name,
+    pub duration: Span,
+    pub has_ticket: bool,
+    pub break_glass: bool,
+}
+
+impl Catalog {
+    pub fn is_admin(&self, p: &Principal) -> bool {
+        p.matches_any(&self.admins)
+    }
+
+    pub fn is_auditor(&self, p: &Principal) -> bool {
+        p.matches_any(&self.auditors)
+    }
+
+    /// Checks that target, resource and role exist.
+    pub fn resolve(
+        &self,
+        target: &Name,
+        resource: &Name,
+        role: &Name,
+    ) -> Result<(&Target, &Resource), DomainError> {
+        let t = self
+            .targets
+            .get(target)
+            .ok_or_else(|| DomainError::UnknownTarget(target.to_string()))?;
+        let r = t
+            .resources
+            .get(resource)
+            .ok_or_else(|| DomainError::UnknownResource {
+                target: target.to_string(),
+                resource: resource.to_string(),
+            })?;
+        if !t.roles.contains(role) {
+            return Err(DomainError::UnknownRole {
+                target: target.to_string(),
+                role: role.to_string(),
+            });
+        }
+        Ok((t, r))
+    }
+
+    /// Decides whether `p` may make this request now, and under which
+    /// eligibility. The refusal names the closest reason, so a requester
+    /// learns the maximum duration rather than just "not eligible".
+    pub fn permit<'a>(
+        &'a self,
+        p: &Principal,
+        ask: Ask<'_>,
+        now: Timestamp,
+    ) -> Result<Permit<'a>, DomainError> {
+        let (target, resource) = self.resolve(ask.target, ask.resource, ask.role)?;
+        let covering: Vec<&Eligibility> = self
+            .eligibilities
+            .iter()
+            .filter(|e| {
+                e.target == target.id
+                    && e.valid_at(now)
+                    && e.roles.contains(ask.role)
+                    && p.matches_any(&e.subjects)
+                    && e.resources.matches(target, resource)
+            })
+            .collect();
+        if covering.is_empty() {
+            return Err(DomainError::NotEligible {
+                target: ask.target.to_string(),
+                resource: ask.resource.to_string(),
+                role: ask.role.to_string(),
+            });
+        }
+        if ask.duration < self.limits.min_duration {
+            return Err(DomainError::DurationTooShort {
+                requested: ask.duration.to_string(),
+                minimum: self.limits.min_duration.to_string(),
+            });
+        }
+        let break_glass_ok: Vec<&Eligibility> = covering
+            .iter()
+            .copied()
+            .filter(|e| !ask.break_glass || e.break_glass)
+            .collect();
+        if break_glass_ok.is_empty() {
+            return Err(DomainError::BreakGlassNotAllowed);
+        }
+        let long_enough: Vec<&Eligibility> = break_glass_ok
+            .iter()
+            .copied()
+            .filter(|e| ask.duration <= e.max_duration)
+            .collect();
+        if long_enough.is_empty() {
+            let maximum = break_glass_ok
+                .iter()
+                .map(|e| e.max_duration)
+                .max()
+                .unwrap_or(ask.duration);
+            return Err(DomainError::DurationTooLong {
+                requested: ask.duration.to_string(),
+                maximum: maximum.to_string(),
+            });
+        }
+        let with_ticket: Vec<&Eligibility> = long_enough
+            .iter()
+            .copied()
+            .filter(|e| ask.has_ticket || !e.ticket_required)
+            .collect();
+        // Prefer the rule that needs no approval, then the one that lasts
+        // longest: eligibilities are a union of permissions.
+        let chosen = with_ticket
+            .iter()
+            .copied()
+            .min_by_key(|e| (e.approval_required, std::cmp::Reverse(e.not_after)))
+            .ok_or(DomainError::TicketRequired)?;
+        Ok(Permit { eligibility: chosen })
+    }
+
+    /// Everything `p` may request now.
+    pub fn eligible_roles(&self, p: &Principal, now: Timestamp) -> Vec<EligibleRole> {
+        let mut best: BTreeMap<(Name, Name, Name), EligibleRole> = BTreeMap::new();
+        for e in self
+            .eligibilities
+            .iter()
+            .filter(|e| e.valid_at(now) && p.matches_any(&e.subjects))
+        {
+            let Some(target) = self.targets.get(&e.target) else {
+                continue;
+            };
+            for resource in target
+                .resources
+                .values()
+                .filter(|r| e.resources.matches(target, r))
+            {
+                for role in e.roles.iter().filter(|r| target.roles.contains(*r)) {
+                    let entry = EligibleRole {
+                        target: target.id.clone(),
+                        target_kind: target.kind.clone(),
+                        dry_run: target.dry_run,
+                        resource: resource.id.clone(),
+                        resource_path: target.path(&resource.id),
+                        role: role.clone(),
+                        max_duration: e.max_duration,
+                        approval_required: e.approval_required,
+                        ticket_required: e.ticket_required,
+                        break_glass: e.break_glass,
+                        eligibility: e.id.clone(),
+                        not_after: e.not_after,
+                    };
+                    let key = (target.id.clone(), resource.id.clone(), role.clone());
+                    match best.get_mut(&key) {
+                        // Merge overlapping eligibilities into the most
+                        // permissive terms the requester can actually get.
+                        Some(existing) => {
+                            existing.max_duration = existing.max_duration.max(e.max_duration);
+                            existing.approval_required &= e.approval_required;
+                            existing.ticket_required &= e.ticket_required;
+                            existing.break_glass |= e.break_glass;
+                            existing.not_after = existing.not_after.max(e.not_after);
+                        }
+                        None => {
+                            best.insert(key, entry);
+                        }
+                    }
+                }
+            }
+        }
+        best.into_values().collect()
+    }
+
+    /// Who approves (target, resource, role) and how many must agree.
+    /// `None` when no policy covers it.
+    pub fn approval_requirement(
+        &self,
+        target: &Name,
+        resource: &Name,
+        role: &Name,
+    ) -> Option<ApprovalRequirement> {
+        let t = self.targets.get(target)?;
+        let r = t.resources.get(resource)?;
+        let mut policies = Vec::new();
+        let mut approvers: Vec<Subject> = Vec::new();
+        let mut quorum = 0;
+        let mut timeout: Option<Span> = None;
+        for p in self.approval_policies.iter().filter(|p| {
+            p.target == *target
+                && p.resources.matches(t, r)
+                && p.roles.as_ref().is_none_or(|roles| roles.contains(role))
+        }) {
+            policies.push(p.id.clone());
+            for a in &p.approvers {
+                if !approvers.contains(a) {
+                    approvers.push(a.clone());
+                }
+            }
+            quorum = quorum.max(p.quorum.max(1));
+            timeout = Some(timeout.map_or(p.pending_timeout, |t| t.min(p.pending_timeout)));
+        }
+        if policies.is_empty() {
+            return None;
+        }
+        Some(ApprovalRequirement {
+            policies,
+            approvers,
+            quorum,
+            pending_timeout: timeout.unwrap_or(self.limits.default_pending_timeout),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::values::{GroupName, UserName};
+    use chrono::TimeZone;
+
+    pub fn n(s: &str) -> Name {
+        Name::parse("test", s).unwrap()
+    }
+
+    pub fn t0() -> Timestamp {
+        chrono::Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap()
+    }
+
+    pub fn user(name: &str, groups: &[&str]) -> Principal {
+        let mut p = Principal::new(UserName::parse(name).unwrap());
+        p.groups = groups.iter().map(|g| GroupName::parse(g).unwrap()).collect();
+        p
+    }
+
+    fn resource(id: &str, parent: Option<&str>, tags: &[(&str, &str)]) -> Resource {
+        Resource {
+            id: n(id),
+            parent: parent.map(n),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            description: None,
+        }
+    }
+
+    /// prod ⊃ eu ⊃ orders (tag team=orders), prod ⊃ billing, staging.
+    pub fn catalog() -> Catalog {
+        let resources = [
+            resource("prod", None, &[]),
+            resource("eu", Some("prod"), &[]),
+            resource("orders", Some("eu"), &[("team", "orders"), ("env", "prod")]),
+            resource("billing", Some("prod"), &[("env", "prod")]),
+            resource("staging", None, &[("env", "staging")]),
+        ];
+        let target = Target {
+            id: n("pg"),
+            kind: "postgres".into(),
+            dry_run: false,
+            roles: [n("writer"), n("reader")].into_iter().collect(),
+            resources: resources.into_iter().map(|r| (r.id.clone(), r)).collect(),
+        };
+        Catalog {
+            targets: [(n("pg"), target)].into_iter().collect(),
+            eligibilities: vec![Eligibility {
+                id: n("sre-prod"),
+                subjects: vec![Subject::parse("group:sre").unwrap()],
+                target: n("pg"),
+                resources: ResourceSelector {
+                    under: [n("prod")].into_iter().collect(),
+                    ..Default::default()
+                },
+                roles: [n("writer")].into_iter().collect(),
+                max_duration: Span::from_secs(3600),
+                approval_required: true,
+                ticket_required: false,
+                break_glass: true,
+                not_before: None,
+                not_after: t0() + chrono::Duration::days(365),
+            }],
+            approval_policies: vec![
+                ApprovalPolicy {
+                    id: n("prod-dba"),
+                    target: n("pg"),
+                    resources: ResourceSelector {
+                        under: [n("prod")].into_iter().collect(),
+                        ..Default::default()
+                    },
+                    roles: None,
+                    approvers: vec![Subject::parse("group:dba").unwrap()],
+                    quorum: 1,
+                    pending_timeout: Span::from_secs(3 * 3600),
+                },
+                ApprovalPolicy {
+                    id: n("orders-team"),
+                    target: n("pg"),
+                    resources: ResourceSelector {
+                        tags: [("team".to_string(), "orders".to_string())]
+                            .into_iter()
+                            .collect(),
+                        ..Default::default()
+                    },
+                    roles: Some([n("writer")].into_iter().collect()),
+                    approvers: vec![Subject::parse("user:olivia").unwrap()],
+                    quorum: 2,
+                    pending_timeout: Span::from_secs(3600),
+                },
+            ],
+            admins: vec![Subject::parse("group:security").unwrap()],
+            auditors: vec![],
+            limits: Limits::default(),
+        }
+    }
+
+    fn ask<'a>(resource: &'a Name, role: &'a Name, target: &'a Name, secs: u64) -> Ask<'a> {
+        Ask {
+            target,
+            resource,
+            role,
+            duration: Span::from_secs(secs),
+            has_ticket: false,
+            break_glass: false,
+        }
+    }
+
+    #[test]
+    fn eligibility_under_a_parent_reaches_nested_resources_but_not_the_parent() {
+        let c = catalog();
+        let alice = user("alice", &["SRE"]);
+        let (pg, writer) = (n("pg"), n("writer"));
+        for r in ["eu", "orders", "billing"] {
+            let r = n(r);
+            assert!(c.permit(&alice, ask(&r, &writer, &pg, 600), t0()).is_ok());
+        }
+        for r in ["prod", "staging"] {
+            let r = n(r);
+            assert_eq!(
+                c.permit(&alice, ask(&r, &writer, &pg, 600), t0())
+                    .unwrap_err()
+                    .code(),
+                "not_eligible"
+            );
+        }
+    }
+
+    #[test]
+    fn permit_explains_duration_and_unknown_names() {
+        let c = catalog();
+        let alice = user("alice", &["sre"]);
+        let (pg, writer, orders) = (n("pg"), n("writer"), n("orders"));
+        let e = c
+            .permit(&alice, ask(&orders, &writer, &pg, 7200), t0())
+            .unwrap_err();
+        assert_eq!(e.code(), "duration_too_long");
+        let nope = n("nope");
+        assert_eq!(
+            c.permit(&alice, ask(&nope, &writer, &pg, 60), t0())
+                .unwrap_err()
+                .code(),
+            "unknown_resource"
+        );
+        assert_eq!(
+            c.permit(&alice, ask(&orders, &nope, &pg, 60), t0())
+                .unwrap_err()
+                .code(),
+            "unknown_role"
+        );
+        assert_eq!(
+            c.permit(&alice, ask(&orders, &writer, &nope, 60), t0())
+                .unwrap_err()
+                .code(),
+            "unknown_target"
+        );
+    }
+
+    #[test]
+    fn eligibility_expires() {
+        let c = catalog();
+        let alice = user("alice", &["sre"]);
+        let (pg, writer, orders) = (n("pg"), n("writer"), n("orders"));
+        let later = t0() + chrono::Duration::days(366);
+        assert_eq!(
+            c.permit(&alice, ask(&orders, &writer, &pg, 60), later)
+                .unwrap_err()
+                .code(),
+            "not_eligible"
+        );
+        assert!(c.eligible_roles(&alice, later).is_empty());
+        assert_eq!(c.eligible_roles(&alice, t0()).len(), 3);
+    }
+
+    #[test]
+    fn matching_policies_combine_approvers_and_take_the_strictest_quorum() {
+        let c = catalog();
+        let req = c
+            .approval_requirement(&n("pg"), &n("orders"), &n("writer"))
+            .unwrap();
+        assert_eq!(req.quorum, 2);
+        assert_eq!(req.pending_timeout.secs(), 3600);
+        assert_eq!(req.approvers.len(), 2);
+        assert!(req.allows(&user("OLIVIA", &[])));
+        assert!(req.allows(&user("dan", &["dba"])));
+        assert!(!req.allows(&user("eve", &["sre"])));
+        // The reader role is outside the orders-team policy.
+        let reader = c
+            .approval_requirement(&n("pg"), &n("orders"), &n("reader"))
+            .unwrap();
+        assert_eq!(reader.quorum, 1);
+        assert!(c
+            .approval_requirement(&n("pg"), &n("staging"), &n("writer"))
+            .is_none());
+    }
+}

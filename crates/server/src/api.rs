@@ -1,0 +1,748 @@
+//! The HTTP JSON API under `/api/v1`, plus `/healthz`, `/readyz` and
+//! `/metrics`. Handlers parse input into domain values, call the
+//! [`Broker`], and render views; every client mistake becomes a 4xx with a
+//! stable code (see [`crate::error`]), never a 500.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use elevate_core::principal::Principal;
+use elevate_core::request::{Kind, Review, State as RState};
+use elevate_core::values::{Comment, RequestId};
+use elevate_store::{AuditFilter, AuditRecord, RequestFilter, StoredRequest};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::engine::{Broker, CreateInput};
+use crate::error::ApiError;
+
+pub type AppState = Arc<Broker>;
+
+pub fn router(broker: AppState, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/me", get(me))
+        .route("/eligible", get(eligible))
+        .route("/requests", post(create_request).get(list_requests))
+        .route("/requests/{id}", get(show_request))
+        .route("/requests/{id}/approve", post(approve))
+        .route("/requests/{id}/reject", post(reject))
+        .route("/requests/{id}/cancel", post(cancel))
+        .route("/requests/{id}/revoke", post(revoke))
+        .route("/requests/{id}/extend", post(extend))
+        .route("/requests/{id}/acknowledge", post(acknowledge))
+        .route("/grants", get(list_grants))
+        .route("/audit", get(audit_list))
+        .route("/audit/export", get(audit_export))
+        .route("/audit/verify", get(audit_verify))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(broker.clone(), count_responses))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .with_state(broker)
+}
+
+async fn count_responses(State(b): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    b.metrics.http_response(resp.status().as_u16());
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::client(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::client(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}
+
+// ---- extractors ---------------------------------------------------------
+
+/// The authenticated caller.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::client(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "send an API token as 'Authorization: Bearer TOKEN'",
+                )
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::client(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "the Authorization header must be 'Bearer TOKEN'",
+                )
+            })?;
+        state.directory.authenticate(token).map(Caller).ok_or_else(|| {
+            ApiError::client(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "this API token is not valid",
+            )
+        })
+    }
+}
+
+/// JSON body with rejections turned into our error format.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonSyntaxError(e) => ApiError::client(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    format!("the body is not valid JSON: {}", e.body_text()),
+                ),
+                JsonRejection::JsonDataError(e) => ApiError::client(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    e.body_text(),
+                ),
+                JsonRejection::MissingJsonContentType(_) => ApiError::client(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as JSON with 'Content-Type: application/json'",
+                ),
+                JsonRejection::BytesRejection(_) => ApiError::client(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is too large",
+                ),
+                other => ApiError::client(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
+            }),
+        }
+    }
+}
+
+/// Query string with rejections turned into our error format.
+pub struct Q<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Q<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Q(q.0))
+            .map_err(|e: QueryRejection| {
+                ApiError::client(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+            })
+    }
+}
+
+fn request_id(raw: &str) -> Result<RequestId, ApiError> {
+    RequestId::parse(raw).map_err(ApiError::from)
+}
+
+fn comment(raw: Option<&str>) -> Result<Comment, ApiError> {
+    Comment::parse(raw.unwrap_or("")).map_err(ApiError::from)
+}
+
+fn parse_time(field: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(raw.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                format!("{field}: \"{raw}\" is not an RFC 3339 time like 2026-11-24T09:00:00Z"),
+            )
+        })
+}
+
+// ---- views --------------------------------------------------------------
+
+fn status_text(s: &StoredRequest) -> String {
+    let r = &s.request;
+    let base = match &r.state {
+        RState::Pending { .. } => {
+            format!("pending ({} approval(s) so far)", r.approvals.len())
+        }
+        RState::Approved { .. } if s.apply_failures > 0 => {
+            format!("applying, target failing ({} failed attempt(s), retrying)", s.apply_failures)
+        }
+        RState::Approved { .. } => "approved, being applied".into(),
+        RState::Ending { .. } if s.removal_failures > 0 => {
+            format!("revocation failing ({} attempt(s), retrying)", s.removal_failures)
+        }
+        RState::Ending { .. } => "being removed".into(),
+        RState::Failed { reason, .. } => format!("failed: {reason}"),
+        other => other.name().to_owned(),
+    };
+    if r.review == Review::Awaiting {
+        format!("{base}; break-glass, awaiting review")
+    } else {
+        base
+    }
+}
+
+pub fn view(b: &Broker, s: &StoredRequest) -> Value {
+    let r = &s.request;
+    let target = b.catalog.targets.get(&r.target);
+    let requirement = b
+        .catalog
+        .approval_requirement(&r.target, &r.resource, &r.role);
+    let window = r.state.window();
+    let (decided_by, decision_comment, ended_at) = match &r.state {
+        RState::Rejected { by, comment, at } => (Some(by.to_string()), Some(comment.as_str().to_owned()), Some(*at)),
+        RState::Revoked { by, reason, at, .. } => (Some(by.to_string()), Some(reason.as_str().to_owned()), Some(*at)),
+        RState::Cancelled { by, reason, at } => (Some(by.to_string()), Some(reason.clone()), Some(*at)),
+        RState::Ended { at, .. } | RState::Expired { at } | RState::Extended { at } => (None, None, Some(*at)),
+        RState::Failed { at, reason, .. } => (None, Some(reason.clone()), Some(*at)),
+        RState::Ending { removal: elevate_core::request::Removal::Revoked { by, reason }, .. } => {
+            (Some(by.to_string()), Some(reason.as_str().to_owned()), None)
+        }
+        _ => (None, None, None),
+    };
+    json!({
+        "id": r.id,
+        "kind": match r.kind { Kind::Access => "access", Kind::Extension { .. } => "extension" },
+        "extends": match &r.kind { Kind::Extension { of } => Some(of.to_string()), Kind::Access => None },
+        "requester": r.requester,
+        "target": r.target,
+        "target_kind": target.map(|t| t.kind.as_str()),
+        "dry_run": target.is_some_and(|t| t.dry_run),
+        "resource": r.resource,
+        "resource_path": target.map(|t| t.path(&r.resource)),
+        "role": r.role,
+        "justification": r.justification,
+        "ticket": r.ticket,
+        "duration": r.duration,
+        "requested_start": r.requested_start,
+        "break_glass": r.break_glass,
+        "review": match &r.review {
+            Review::NotNeeded => "not_needed",
+            Review::Awaiting => "awaiting",
+            Review::Acknowledged { .. } => "acknowledged",
+        },
+        "reviewed_by": match &r.review { Review::Acknowledged { by, .. } => Some(by.to_string()), _ => None },
+        "eligibility": r.eligibility,
+        "created_at": r.created_at,
+        "state": r.state.name(),
+        "status": status_text(s),
+        "expires_at": match &r.state { RState::Pending { expires_at } => Some(*expires_at), _ => None },
+        "starts_at": window.map(|w| w.starts_at),
+        "ends_at": window.map(|w| w.ends_at),
+        "active_since": match &r.state { RState::Active { since, .. } => Some(*since), _ => None },
+        "ended_at": ended_at,
+        "approvals": r.approvals,
+        "quorum": requirement.as_ref().map(|q| q.quorum),
+        "approvers": requirement.as_ref().map(|q| q.approvers.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+        "decided_by": decided_by,
+        "decision_comment": decision_comment,
+        "removal_failures": s.removal_failures,
+        "apply_failures": s.apply_failures,
+    })
+}
+
+fn audit_view(e: &AuditRecord) -> Value {
+    json!({
+        "seq": e.seq,
+        "at": e.at,
+        "actor": e.actor,
+        "action": e.action,
+        "request": e.request,
+        "details": e.details,
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
+    })
+}
+
+// ---- handlers -----------------------------------------------------------
+
+async fn me(State(b): State<AppState>, Caller(p): Caller) -> Json<Value> {
+    Json(json!({
+        "name": p.name,
+        "email": p.email,
+        "display_name": p.display_name,
+        "groups": p.groups,
+        "admin": b.catalog.is_admin(&p),
+        "auditor": b.catalog.is_auditor(&p),
+    }))
+}
+
+async fn eligible(State(b): State<AppState>, Caller(p): Caller) -> Json<Value> {
+    Json(json!({ "eligible": b.catalog.eligible_roles(&p, Utc::now()) }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    target: String,
+    resource: String,
+    role: String,
+    /// `"1h30m"` or a number of seconds.
+    duration: DurationField,
+    #[serde(default)]
+    start: Option<String>,
+    reason: String,
+    #[serde(default)]
+    ticket: Option<String>,
+    #[serde(default)]
+    break_glass: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationField {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationField {
+    fn text(self) -> String {
+        match self {
+            DurationField::Seconds(n) => n.to_string(),
+            DurationField::Text(t) => t,
+        }
+    }
+}
+
+async fn create_request(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Body(body): Body<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let start = body
+        .start
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_time("start", s))
+        .transpose()?;
+    let created = b
+        .create(
+            &p,
+            CreateInput {
+                target: body.target,
+                resource: body.resource,
+                role: body.role,
+                duration: body.duration.text(),
+                start,
+                reason: body.reason,
+                ticket: body.ticket.filter(|t| !t.trim().is_empty()),
+                break_glass: body.break_glass,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&b, &created))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+const STATES: [&str; 12] = [
+    "pending", "scheduled", "approved", "active", "ending", "ended", "revoked", "rejected",
+    "cancelled", "expired", "failed", "extended",
+];
+
+fn states_filter(raw: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let Some(raw) = raw.filter(|s| !s.is_empty()) else { return Ok(Vec::new()) };
+    raw.split(',')
+        .map(|s| {
+            let s = s.trim();
+            if STATES.contains(&s) {
+                Ok(s.to_owned())
+            } else {
+                Err(ApiError::client(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("unknown state \"{s}\" (known: {})", STATES.join(", ")),
+                ))
+            }
+        })
+        .collect()
+}
+
+fn limit(raw: Option<i64>) -> Result<i64, ApiError> {
+    match raw {
+        None => Ok(500),
+        Some(n) if (1..=10_000).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::client(StatusCode::BAD_REQUEST, "invalid_query", "limit must be between 1 and 10000")),
+    }
+}
+
+async fn list_scoped(
+    b: &Broker,
+    p: &Principal,
+    scope: &str,
+    states: Vec<String>,
+    limit: i64,
+) -> Result<Vec<Value>, ApiError> {
+    let all_visible = b.catalog.is_admin(p) || b.catalog.is_auditor(p);
+    let filter = match scope {
+        "mine" => RequestFilter {
+            requester: Some(p.name.to_string()),
+            states,
+            limit: Some(limit),
+        },
+        "pending" => RequestFilter {
+            requester: None,
+            states: vec!["pending".into()],
+            limit: Some(10_000),
+        },
+        "all" => RequestFilter {
+            requester: None,
+            states,
+            limit: Some(if all_visible { limit } else { 10_000 }),
+        },
+        other => {
+            return Err(ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("scope \"{other}\" is not one of mine, pending, all"),
+            ))
+        }
+    };
+    let rows = b.store.list_requests(&filter).await?;
+    let out = rows
+        .iter()
+        .filter(|s| match scope {
+            // What waits for *me*: in my scope, not mine, not yet approved by me.
+            "pending" => {
+                let r = &s.request;
+                r.requester != p.name
+                    && !r.approvals.iter().any(|a| a.by == p.name)
+                    && b.catalog
+                        .approval_requirement(&r.target, &r.resource, &r.role)
+                        .is_some_and(|q| q.allows(p))
+            }
+            "all" => all_visible || b.can_see(p, &s.request),
+            _ => true,
+        })
+        .take(limit as usize)
+        .map(|s| view(b, s))
+        .collect();
+    Ok(out)
+}
+
+async fn list_requests(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Q(q): Q<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let states = states_filter(q.state.as_deref())?;
+    let scope = q.scope.as_deref().unwrap_or("mine");
+    let requests = list_scoped(&b, &p, scope, states, limit(q.limit)?).await?;
+    Ok(Json(json!({ "requests": requests })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsQuery {
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn list_grants(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Q(q): Q<GrantsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let states: Vec<String> = if q.active.unwrap_or(false) {
+        ["approved", "active", "ending"].iter().map(|s| s.to_string()).collect()
+    } else {
+        ["scheduled", "approved", "active", "ending", "ended", "revoked", "failed"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let scope = q.scope.as_deref().unwrap_or("mine");
+    if scope == "pending" {
+        return Err(ApiError::client(StatusCode::BAD_REQUEST, "invalid_query", "scope must be mine or all"));
+    }
+    let grants = list_scoped(&b, &p, scope, states, limit(q.limit)?).await?;
+    Ok(Json(json!({ "grants": grants })))
+}
+
+async fn show_request(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = request_id(&id)?;
+    let stored = b.load(&id).await?;
+    if !b.can_see(&p, &stored.request) {
+        return Err(ApiError::NotFound);
+    }
+    let mut v = view(&b, &stored);
+    let attempts = b.store.attempts(&id).await?;
+    let events = b
+        .store
+        .audit_events(&AuditFilter {
+            request: Some(id.to_string()),
+            ..Default::default()
+        })
+        .await?;
+    let extensions = b.store.extensions_of(&id).await?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("attempts".into(), json!(attempts));
+        obj.insert("events".into(), Value::Array(events.iter().map(audit_view).collect()));
+        obj.insert(
+            "extensions".into(),
+            Value::Array(extensions.iter().map(|e| view(&b, e)).collect()),
+        );
+    }
+    Ok(Json(v))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// Action endpoints accept an empty body as "no comment".
+async fn optional_comment(req: Request) -> Result<CommentBody, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|_| ApiError::client(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large"))?;
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(CommentBody::default());
+    }
+    serde_json::from_slice::<CommentBody>(&bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::client(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
+        } else {
+            ApiError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string())
+        }
+    })
+}
+
+async fn approve(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let id = request_id(&id)?;
+    let body = optional_comment(req).await?;
+    let r = b.approve(&p, &id, comment(body.comment.as_deref())?).await?;
+    Ok(Json(view(&b, &r)))
+}
+
+async fn reject(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let id = request_id(&id)?;
+    let body = optional_comment(req).await?;
+    let r = b.reject(&p, &id, comment(body.comment.as_deref())?).await?;
+    Ok(Json(view(&b, &r)))
+}
+
+async fn cancel(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let id = request_id(&id)?;
+    optional_comment(req).await?;
+    let r = b.cancel(&p, &id).await?;
+    Ok(Json(view(&b, &r)))
+}
+
+async fn revoke(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let id = request_id(&id)?;
+    let body = optional_comment(req).await?;
+    let r = b.revoke(&p, &id, comment(body.comment.as_deref())?).await?;
+    Ok(Json(view(&b, &r)))
+}
+
+async fn acknowledge(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let id = request_id(&id)?;
+    let body = optional_comment(req).await?;
+    let r = b.acknowledge(&p, &id, comment(body.comment.as_deref())?).await?;
+    Ok(Json(view(&b, &r)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    duration: DurationField,
+    reason: String,
+    #[serde(default)]
+    ticket: Option<String>,
+}
+
+async fn extend(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Body(body): Body<ExtendBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = request_id(&id)?;
+    let ticket = body.ticket.filter(|t| !t.trim().is_empty());
+    let r = b
+        .extend(&p, &id, &body.duration.text(), &body.reason, ticket.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&b, &r))))
+}
+
+fn require_auditor(b: &Broker, p: &Principal) -> Result<(), ApiError> {
+    if b.catalog.is_admin(p) || b.catalog.is_auditor(p) {
+        Ok(())
+    } else {
+        Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only admins and auditors may read the audit trail",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    request: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+fn audit_filter(q: &AuditQuery) -> Result<AuditFilter, ApiError> {
+    Ok(AuditFilter {
+        since: q.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
+        request: q.request.as_deref().map(request_id).transpose()?.map(|r| r.to_string()),
+        after_seq: None,
+        limit: q.limit.map(|l| limit(Some(l))).transpose()?,
+    })
+}
+
+async fn audit_list(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Q(q): Q<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_auditor(&b, &p)?;
+    let mut filter = audit_filter(&q)?;
+    filter.limit = Some(filter.limit.unwrap_or(1000));
+    let events = b.store.audit_events(&filter).await?;
+    Ok(Json(json!({ "events": events.iter().map(audit_view).collect::<Vec<_>>() })))
+}
+
+async fn audit_export(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Q(q): Q<AuditQuery>,
+) -> Result<Response, ApiError> {
+    require_auditor(&b, &p)?;
+    let filter = audit_filter(&q)?;
+    let events = b.store.audit_events(&filter).await?;
+    let mut body = String::new();
+    for e in &events {
+        body.push_str(&audit_view(e).to_string());
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")], body).into_response())
+}
+
+async fn audit_verify(State(b): State<AppState>, Caller(p): Caller) -> Result<Json<Value>, ApiError> {
+    require_auditor(&b, &p)?;
+    let v = b.store.verify_audit().await?;
+    Ok(Json(json!(v)))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(b): State<AppState>) -> Response {
+    let db = b.store.ping().await.is_ok();
+    let version = b.store.schema_version().await.unwrap_or(0);
+    let current = version == elevate_store::SCHEMA_VERSION as i64;
+    let status = if db && current { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        Json(json!({ "database": db, "schema_version": version, "migrations_current": current })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(b): State<AppState>) -> Response {
+    let text = b.metrics.render(&b.store).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

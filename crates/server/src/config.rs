@@ -1,0 +1,956 @@
+//! The one config file: server settings, local users, targets with their
+//! resources and roles, eligibilities and approval policies.
+//!
+//! Loading parses the TOML (unknown keys are errors: a misspelt
+//! `approval_requried` must not silently mean "no approval"), then checks
+//! every reference and reports *all* problems at once, each with its line
+//! and a path like `eligibilities[2] "sre-prod" roles`. The server refuses
+//! to start on any error; warnings (e.g. an eligibility nobody can approve)
+//! are printed but do not stop it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use elevate_core::policy::{
+    ApprovalPolicy, Catalog, Eligibility, Limits, Resource, ResourceSelector, Target,
+};
+use elevate_core::principal::{Principal, Subject};
+use elevate_core::values::{Email, GroupName, Name, Span, UserName};
+use elevate_core::Timestamp;
+use elevate_providers::postgres::PostgresConfig;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A problem found in the config, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub location: String,
+    pub message: String,
+    pub warning: bool,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.warning { "warning" } else { "error" };
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: ")?,
+            (Some(l), None) => write!(f, "line {l}: ")?,
+            _ => {}
+        }
+        if self.location.is_empty() {
+            write!(f, "{kind}: {}", self.message)
+        } else {
+            write!(f, "{kind}: {}: {}", self.location, self.message)
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7070".into()
+}
+fn default_database() -> String {
+    "sqlite://elevate.db".into()
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+fn default_true() -> bool {
+    true
+}
+fn default_quorum() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    #[serde(default = "default_listen")]
+    listen: String,
+    /// `sqlite://PATH` (created if missing) or a plain path.
+    #[serde(default = "default_database")]
+    database: String,
+    /// Largest request body the API accepts.
+    #[serde(default = "default_body_limit")]
+    max_body_bytes: usize,
+    /// Longest wait between two attempts of a failing provider call.
+    #[serde(default)]
+    retry_max_backoff: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            database: default_database(),
+            max_body_bytes: default_body_limit(),
+            retry_max_backoff: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    min_duration: Option<String>,
+    /// Used when an eligibility names no `max_duration`.
+    default_max_duration: Option<String>,
+    max_schedule_ahead: Option<String>,
+    default_pending_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    /// `sha256:HEX` of each API token (see `elevate token new`).
+    #[serde(default)]
+    token_hashes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceEntry {
+    id: String,
+    parent: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostgresSection {
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    database: Option<String>,
+    user: String,
+    /// Inline secret: discouraged, prefer `password_file` or `password_env`.
+    password: Option<String>,
+    password_file: Option<String>,
+    password_env: Option<String>,
+    connect_timeout: Option<String>,
+    #[serde(default)]
+    user_map: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetEntry {
+    id: String,
+    kind: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    resources: Vec<Spanned<ResourceEntry>>,
+    postgres: Option<PostgresSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectorEntry {
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    under: Vec<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EligibilityEntry {
+    id: String,
+    subjects: Vec<String>,
+    target: String,
+    resources: SelectorEntry,
+    roles: Vec<String>,
+    max_duration: Option<String>,
+    #[serde(default = "default_true")]
+    approval_required: bool,
+    #[serde(default)]
+    ticket_required: bool,
+    #[serde(default)]
+    break_glass: bool,
+    not_before: Option<toml::value::Datetime>,
+    not_after: Option<toml::value::Datetime>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyEntry {
+    id: String,
+    target: String,
+    resources: SelectorEntry,
+    roles: Option<Vec<String>>,
+    approvers: Vec<String>,
+    #[serde(default = "default_quorum")]
+    quorum: u32,
+    pending_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    admins: Vec<String>,
+    #[serde(default)]
+    auditors: Vec<String>,
+    #[serde(default)]
+    users: Vec<Spanned<UserEntry>>,
+    #[serde(default)]
+    targets: Vec<Spanned<TargetEntry>>,
+    #[serde(default)]
+    eligibilities: Vec<Spanned<EligibilityEntry>>,
+    #[serde(default)]
+    approval_policies: Vec<Spanned<PolicyEntry>>,
+}
+
+/// A local user and the hashes of their API tokens.
+#[derive(Debug, Clone)]
+pub struct LocalUser {
+    pub principal: Principal,
+    /// SHA-256 digests of the user's tokens (never the tokens).
+    pub token_digests: Vec<[u8; 32]>,
+}
+
+/// How to reach one target.
+#[derive(Debug, Clone)]
+pub enum TargetConnection {
+    DryRun,
+    Postgres(PostgresConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database: String,
+    pub max_body_bytes: usize,
+    pub retry_max_backoff: Span,
+}
+
+/// An eligibility whose validity window may still depend on when it was
+/// first seen.
+#[derive(Debug, Clone)]
+struct EligibilityDraft {
+    eligibility: Eligibility,
+    not_after: Option<Timestamp>,
+}
+
+/// A loaded, fully checked config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub users: Vec<LocalUser>,
+    pub connections: BTreeMap<Name, TargetConnection>,
+    pub warnings: Vec<Problem>,
+    targets: BTreeMap<Name, Target>,
+    eligibilities: Vec<EligibilityDraft>,
+    policies: Vec<ApprovalPolicy>,
+    admins: Vec<Subject>,
+    auditors: Vec<Subject>,
+    limits: Limits,
+}
+
+/// Eligibilities without `not_after` last this long from first sight.
+pub const DEFAULT_ELIGIBILITY_VALIDITY_DAYS: i64 = 365;
+
+impl Config {
+    /// Ids of every eligibility (to look up when each was first seen).
+    pub fn eligibility_ids(&self) -> Vec<String> {
+        self.eligibilities
+            .iter()
+            .map(|e| e.eligibility.id.to_string())
+            .collect()
+    }
+
+    /// The domain catalog; `first_seen` gives each eligibility's creation
+    /// time (from the database), from which a missing `not_after` defaults
+    /// to one year later.
+    pub fn catalog(&self, first_seen: &HashMap<String, Timestamp>, now: Timestamp) -> Catalog {
+        let eligibilities = self
+            .eligibilities
+            .iter()
+            .map(|d| {
+                let mut e = d.eligibility.clone();
+                e.not_after = d.not_after.unwrap_or_else(|| {
+                    first_seen.get(e.id.as_str()).copied().unwrap_or(now)
+                        + chrono::Duration::days(DEFAULT_ELIGIBILITY_VALIDITY_DAYS)
+                });
+                e
+            })
+            .collect();
+        Catalog {
+            targets: self.targets.clone(),
+            eligibilities,
+            approval_policies: self.policies.clone(),
+            admins: self.admins.clone(),
+            auditors: self.auditors.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+
+    pub fn load_file(path: &Path) -> Result<Config, Vec<Problem>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![Problem {
+                line: None,
+                column: None,
+                location: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+                warning: false,
+            }]
+        })?;
+        Config::parse(&text, path.parent())
+    }
+
+    /// Parses and checks config text. `base` resolves relative
+    /// `password_file` paths.
+    pub fn parse(text: &str, base: Option<&Path>) -> Result<Config, Vec<Problem>> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+            vec![Problem {
+                line,
+                column,
+                location: String::new(),
+                message: e.message().trim().to_owned(),
+                warning: false,
+            }]
+        })?;
+        let mut checker = Checker {
+            text,
+            problems: Vec::new(),
+        };
+        let config = checker.build(file, base);
+        let (errors, warnings): (Vec<Problem>, Vec<Problem>) =
+            checker.problems.into_iter().partition(|p| !p.warning);
+        if !errors.is_empty() {
+            let mut all = errors;
+            all.extend(warnings);
+            return Err(all);
+        }
+        let mut config = config.ok_or_else(Vec::new)?;
+        config.warnings = warnings;
+        Ok(config)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+struct Checker<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn line_of<T>(&self, s: &Spanned<T>) -> Option<usize> {
+        Some(line_col(self.text, s.span().start).0)
+    }
+
+    fn error(&mut self, line: Option<usize>, location: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            column: None,
+            location: location.into(),
+            message: message.into(),
+            warning: false,
+        });
+    }
+
+    fn warn(&mut self, line: Option<usize>, location: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            column: None,
+            location: location.into(),
+            message: message.into(),
+            warning: true,
+        });
+    }
+
+    fn span(&mut self, line: Option<usize>, loc: &str, field: &'static str, raw: &str) -> Option<Span> {
+        match Span::parse(field, raw) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.error(line, format!("{loc}{field}"), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, line: Option<usize>, loc: &str, field: &'static str, raw: &str) -> Option<Name> {
+        match Name::parse(field, raw) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.error(line, loc.to_string(), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn subjects(&mut self, line: Option<usize>, loc: &str, raw: &[String]) -> Vec<Subject> {
+        let mut out = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            match Subject::parse(s) {
+                Ok(sub) => out.push(sub),
+                Err(e) => self.error(line, format!("{loc}[{i}]"), e.to_string()),
+            }
+        }
+        out
+    }
+
+    fn selector(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        target: Option<&Target>,
+        raw: &SelectorEntry,
+    ) -> ResourceSelector {
+        let mut sel = ResourceSelector {
+            tags: raw.tags.clone(),
+            ..Default::default()
+        };
+        for (field, list, dest) in [
+            ("ids", &raw.ids, &mut sel.ids),
+            ("under", &raw.under, &mut sel.under),
+        ] {
+            for (i, id) in list.iter().enumerate() {
+                let Ok(n) = Name::parse("resource", id) else {
+                    self.error(line, format!("{loc}resources.{field}[{i}]"), format!("\"{id}\" is not a valid resource id"));
+                    continue;
+                };
+                if let Some(t) = target {
+                    if !t.resources.contains_key(&n) {
+                        self.error(
+                            line,
+                            format!("{loc}resources.{field}[{i}]"),
+                            format!("unknown resource \"{id}\" on target \"{}\"", t.id),
+                        );
+                    }
+                }
+                dest.insert(n);
+            }
+        }
+        if sel.is_empty() {
+            self.error(
+                line,
+                format!("{loc}resources"),
+                "selects no resources: give ids, under or tags",
+            );
+        }
+        sel
+    }
+
+    fn build(&mut self, file: ConfigFile, base: Option<&Path>) -> Option<Config> {
+        let settings = self.settings(&file.server);
+        let limits = self.limits(&file.limits);
+        let users = self.users(&file.users);
+        let known_users: BTreeSet<UserName> = users.iter().map(|u| u.principal.name.clone()).collect();
+        let known_groups: BTreeSet<GroupName> = users
+            .iter()
+            .flat_map(|u| u.principal.groups.iter().cloned())
+            .collect();
+        let admins = self.subjects(None, "admins", &file.admins);
+        let auditors = self.subjects(None, "auditors", &file.auditors);
+        for (list, name) in [(&admins, "admins"), (&auditors, "auditors")] {
+            self.check_subjects_known(None, name, list, &known_users, &known_groups);
+        }
+        let (targets, connections) = self.targets(&file.targets, base);
+        let default_max = file
+            .limits
+            .default_max_duration
+            .as_deref()
+            .and_then(|raw| self.span(None, "limits.", "default_max_duration", raw))
+            .unwrap_or(Span::from_secs(8 * 3600));
+
+        let mut eligibilities = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, spanned) in file.eligibilities.iter().enumerate() {
+            let line = self.line_of(spanned);
+            let e = spanned.get_ref();
+            let loc = format!("eligibilities[{i}] \"{}\" ", e.id);
+            let Some(id) = self.name(line, &loc, "id", &e.id) else { continue };
+            if !seen.insert(id.clone()) {
+                self.error(line, loc.clone(), format!("duplicate eligibility id \"{id}\""));
+            }
+            let subjects = self.subjects(line, &format!("{loc}subjects"), &e.subjects);
+            if subjects.is_empty() {
+                self.error(line, format!("{loc}subjects"), "names nobody: add user:NAME or group:NAME");
+            }
+            self.check_subjects_known(line, &format!("{loc}subjects"), &subjects, &known_users, &known_groups);
+            let target_name = self.name(line, &loc, "target", &e.target);
+            let target = target_name.as_ref().and_then(|t| targets.get(t));
+            if target.is_none() && target_name.is_some() {
+                self.error(line, format!("{loc}target"), format!("unknown target \"{}\"", e.target));
+            }
+            let resources = self.selector(line, &loc, target, &e.resources);
+            let roles = self.roles(line, &loc, target, &e.roles);
+            if roles.is_empty() {
+                self.error(line, format!("{loc}roles"), "names no role");
+            }
+            let max_duration = match &e.max_duration {
+                Some(raw) => self.span(line, &loc, "max_duration", raw),
+                None => Some(default_max),
+            };
+            if let Some(m) = max_duration {
+                if m < limits.min_duration {
+                    self.error(line, format!("{loc}max_duration"), format!("{m} is below limits.min_duration ({})", limits.min_duration));
+                }
+            }
+            let not_before = e.not_before.as_ref().and_then(|d| self.datetime(line, &loc, "not_before", d));
+            let not_after = e.not_after.as_ref().and_then(|d| self.datetime(line, &loc, "not_after", d));
+            if let (Some(nb), Some(na)) = (not_before, not_after) {
+                if nb >= na {
+                    self.error(line, format!("{loc}not_after"), "must be after not_before");
+                }
+            }
+            let (Some(target_name), Some(max_duration)) = (target_name, max_duration) else { continue };
+            eligibilities.push(EligibilityDraft {
+                eligibility: Eligibility {
+                    id,
+                    subjects,
+                    target: target_name,
+                    resources,
+                    roles,
+                    max_duration,
+                    approval_required: e.approval_required,
+                    ticket_required: e.ticket_required,
+                    break_glass: e.break_glass,
+                    not_before,
+                    // Filled in by `Config::catalog`.
+                    not_after: not_after.unwrap_or_default(),
+                },
+                not_after,
+            });
+        }
+
+        let mut policies = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, spanned) in file.approval_policies.iter().enumerate() {
+            let line = self.line_of(spanned);
+            let p = spanned.get_ref();
+            let loc = format!("approval_policies[{i}] \"{}\" ", p.id);
+            let Some(id) = self.name(line, &loc, "id", &p.id) else { continue };
+            if !seen.insert(id.clone()) {
+                self.error(line, loc.clone(), format!("duplicate approval policy id \"{id}\""));
+            }
+            let target_name = self.name(line, &loc, "target", &p.target);
+            let target = target_name.as_ref().and_then(|t| targets.get(t));
+            if target.is_none() && target_name.is_some() {
+                self.error(line, format!("{loc}target"), format!("unknown target \"{}\"", p.target));
+            }
+            let resources = self.selector(line, &loc, target, &p.resources);
+            let roles = p.roles.as_ref().map(|r| self.roles(line, &loc, target, r));
+            let approvers = self.subjects(line, &format!("{loc}approvers"), &p.approvers);
+            if approvers.is_empty() {
+                self.error(line, format!("{loc}approvers"), "names nobody: add user:NAME or group:NAME");
+            }
+            self.check_subjects_known(line, &format!("{loc}approvers"), &approvers, &known_users, &known_groups);
+            if p.quorum == 0 {
+                self.error(line, format!("{loc}quorum"), "must be at least 1");
+            }
+            let possible = users
+                .iter()
+                .filter(|u| u.principal.matches_any(&approvers))
+                .count();
+            if !users.is_empty() && (p.quorum as usize) > possible {
+                self.warn(
+                    line,
+                    format!("{loc}quorum"),
+                    format!("needs {} approvers but only {possible} known user(s) can approve", p.quorum),
+                );
+            }
+            let pending_timeout = match &p.pending_timeout {
+                Some(raw) => self.span(line, &loc, "pending_timeout", raw),
+                None => Some(limits.default_pending_timeout),
+            };
+            let (Some(target_name), Some(pending_timeout)) = (target_name, pending_timeout) else { continue };
+            policies.push(ApprovalPolicy {
+                id,
+                target: target_name,
+                resources,
+                roles,
+                approvers,
+                quorum: p.quorum.max(1),
+                pending_timeout,
+            });
+        }
+
+        let config = Config {
+            settings: settings?,
+            users,
+            connections,
+            warnings: Vec::new(),
+            targets,
+            eligibilities,
+            policies,
+            admins,
+            auditors,
+            limits,
+        };
+        self.check_approvability(&config);
+        Some(config)
+    }
+
+    /// Warns about (resource, role) pairs someone is eligible for with
+    /// approval but that no policy covers: such requests would be refused.
+    fn check_approvability(&mut self, config: &Config) {
+        let catalog = config.catalog(&HashMap::new(), chrono::Utc::now());
+        for e in catalog.eligibilities.iter().filter(|e| e.approval_required) {
+            let Some(t) = catalog.targets.get(&e.target) else { continue };
+            let mut uncovered = Vec::new();
+            for r in t.resources.values().filter(|r| e.resources.matches(t, r)) {
+                for role in &e.roles {
+                    if catalog.approval_requirement(&t.id, &r.id, role).is_none() {
+                        uncovered.push(format!("{}/{role}", r.id));
+                    }
+                }
+            }
+            if !uncovered.is_empty() {
+                uncovered.truncate(5);
+                self.warn(
+                    None,
+                    format!("eligibilities \"{}\"", e.id),
+                    format!(
+                        "requires approval but no approval policy covers {}; such requests will be refused",
+                        uncovered.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_subjects_known(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        subjects: &[Subject],
+        users: &BTreeSet<UserName>,
+        groups: &BTreeSet<GroupName>,
+    ) {
+        for s in subjects {
+            match s {
+                Subject::User(u) if !users.contains(u) => {
+                    self.warn(line, loc.to_string(), format!("user \"{u}\" is not a configured user"))
+                }
+                Subject::Group(g) if !groups.contains(g) => {
+                    self.warn(line, loc.to_string(), format!("no configured user is in group \"{g}\""))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn roles(&mut self, line: Option<usize>, loc: &str, target: Option<&Target>, raw: &[String]) -> BTreeSet<Name> {
+        let mut out = BTreeSet::new();
+        for (i, r) in raw.iter().enumerate() {
+            let Ok(n) = Name::parse("role", r) else {
+                self.error(line, format!("{loc}roles[{i}]"), format!("\"{r}\" is not a valid role name"));
+                continue;
+            };
+            if let Some(t) = target {
+                if !t.roles.contains(&n) {
+                    self.error(line, format!("{loc}roles[{i}]"), format!("unknown role \"{r}\" on target \"{}\"", t.id));
+                }
+            }
+            out.insert(n);
+        }
+        out
+    }
+
+    fn datetime(&mut self, line: Option<usize>, loc: &str, field: &str, d: &toml::value::Datetime) -> Option<Timestamp> {
+        // Accept a full RFC 3339 instant or a bare date (midnight UTC).
+        let text = d.to_string();
+        let parsed = chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .ok()
+            .or_else(|| {
+                chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|n| n.and_utc())
+            });
+        if parsed.is_none() {
+            self.error(line, format!("{loc}{field}"), format!("\"{text}\" must be a date (2026-12-31) or a date-time with offset"));
+        }
+        parsed
+    }
+
+    fn settings(&mut self, s: &ServerSection) -> Option<Settings> {
+        let listen = match s.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(None, "server.listen", format!("\"{}\" is not an address like 127.0.0.1:7070", s.listen));
+                None
+            }
+        };
+        if s.max_body_bytes < 1024 || s.max_body_bytes > 16 * 1024 * 1024 {
+            self.error(None, "server.max_body_bytes", "must be between 1024 and 16777216");
+        }
+        let backoff = match &s.retry_max_backoff {
+            Some(raw) => self.span(None, "server.", "retry_max_backoff", raw),
+            None => Some(Span::from_secs(60)),
+        };
+        Some(Settings {
+            listen: listen?,
+            database: s.database.clone(),
+            max_body_bytes: s.max_body_bytes,
+            retry_max_backoff: backoff?,
+        })
+    }
+
+    fn limits(&mut self, l: &LimitsSection) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(s) = l.min_duration.as_deref().and_then(|r| self.span(None, "limits.", "min_duration", r)) {
+            limits.min_duration = s;
+        }
+        if let Some(s) = l.max_schedule_ahead.as_deref().and_then(|r| self.span(None, "limits.", "max_schedule_ahead", r)) {
+            limits.max_schedule_ahead = s;
+        }
+        if let Some(s) = l.default_pending_timeout.as_deref().and_then(|r| self.span(None, "limits.", "default_pending_timeout", r)) {
+            limits.default_pending_timeout = s;
+        }
+        limits
+    }
+
+    fn users(&mut self, entries: &[Spanned<UserEntry>]) -> Vec<LocalUser> {
+        let mut out: Vec<LocalUser> = Vec::new();
+        let mut emails = BTreeSet::new();
+        for (i, spanned) in entries.iter().enumerate() {
+            let line = self.line_of(spanned);
+            let u = spanned.get_ref();
+            let loc = format!("users[{i}] \"{}\"", u.name);
+            let name = match UserName::parse(&u.name) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.error(line, loc, e.to_string());
+                    continue;
+                }
+            };
+            if out.iter().any(|o| o.principal.name == name) {
+                self.error(line, loc.clone(), format!("duplicate user \"{name}\" (names compare case-insensitively)"));
+            }
+            let mut principal = Principal::new(name);
+            principal.display_name = u.display_name.clone();
+            if let Some(raw) = &u.email {
+                match Email::parse(raw) {
+                    Ok(e) => {
+                        if !emails.insert(e.clone()) {
+                            self.error(line, format!("{loc} email"), format!("e-mail {raw} is used by two users"));
+                        }
+                        principal.email = Some(e);
+                    }
+                    Err(e) => self.error(line, format!("{loc} email"), e.to_string()),
+                }
+            }
+            for g in &u.groups {
+                match GroupName::parse(g) {
+                    Ok(g) => {
+                        principal.groups.insert(g);
+                    }
+                    Err(e) => self.error(line, format!("{loc} groups"), e.to_string()),
+                }
+            }
+            let mut token_digests = Vec::new();
+            for (j, h) in u.token_hashes.iter().enumerate() {
+                match crate::auth::parse_token_hash(h) {
+                    Some(d) => token_digests.push(d),
+                    None => self.error(
+                        line,
+                        format!("{loc} token_hashes[{j}]"),
+                        "must be \"sha256:\" followed by 64 hex digits (run `elevate token new`)",
+                    ),
+                }
+            }
+            out.push(LocalUser {
+                principal,
+                token_digests,
+            });
+        }
+        out
+    }
+
+    fn targets(
+        &mut self,
+        entries: &[Spanned<TargetEntry>],
+        base: Option<&Path>,
+    ) -> (BTreeMap<Name, Target>, BTreeMap<Name, TargetConnection>) {
+        let mut targets = BTreeMap::new();
+        let mut connections = BTreeMap::new();
+        for (i, spanned) in entries.iter().enumerate() {
+            let line = self.line_of(spanned);
+            let t = spanned.get_ref();
+            let loc = format!("targets[{i}] \"{}\" ", t.id);
+            let Some(id) = self.name(line, &loc, "id", &t.id) else { continue };
+            if targets.contains_key(&id) {
+                self.error(line, loc.clone(), format!("duplicate target id \"{id}\""));
+                continue;
+            }
+            let mut roles = BTreeSet::new();
+            for (j, r) in t.roles.iter().enumerate() {
+                match Name::parse("role", r) {
+                    Ok(n) => {
+                        if t.kind == "postgres" && (r.len() > 63 || r.contains('\0')) {
+                            self.error(line, format!("{loc}roles[{j}]"), format!("\"{r}\" is not a PostgreSQL role name (at most 63 bytes)"));
+                        }
+                        roles.insert(n);
+                    }
+                    Err(e) => self.error(line, format!("{loc}roles[{j}]"), e.to_string()),
+                }
+            }
+            if roles.is_empty() {
+                self.error(line, format!("{loc}roles"), "a target needs at least one grantable role");
+            }
+            let mut resources: BTreeMap<Name, Resource> = BTreeMap::new();
+            for (j, rs) in t.resources.iter().enumerate() {
+                let rline = self.line_of(rs);
+                let r = rs.get_ref();
+                let rloc = format!("{loc}resources[{j}] \"{}\"", r.id);
+                let Some(rid) = self.name(rline, &rloc, "id", &r.id) else { continue };
+                if resources.contains_key(&rid) {
+                    self.error(rline, rloc.clone(), format!("duplicate resource id \"{rid}\""));
+                }
+                let parent = r.parent.as_ref().and_then(|p| self.name(rline, &rloc, "parent", p));
+                resources.insert(
+                    rid.clone(),
+                    Resource {
+                        id: rid,
+                        parent,
+                        tags: r.tags.clone(),
+                        description: r.description.clone(),
+                    },
+                );
+            }
+            if resources.is_empty() {
+                self.error(line, format!("{loc}resources"), "a target needs at least one resource");
+            }
+            // Parents must exist and must not form a cycle.
+            for r in resources.values() {
+                let mut seen = BTreeSet::new();
+                let mut current = r.parent.clone();
+                while let Some(p) = current {
+                    if !resources.contains_key(&p) {
+                        self.error(line, format!("{loc}resources \"{}\" parent", r.id), format!("unknown parent \"{p}\""));
+                        break;
+                    }
+                    if !seen.insert(p.clone()) || p == r.id {
+                        self.error(line, format!("{loc}resources \"{}\" parent", r.id), "the parents form a cycle");
+                        break;
+                    }
+                    current = resources.get(&p).and_then(|x| x.parent.clone());
+                }
+            }
+            let connection = match (t.kind.as_str(), &t.postgres) {
+                ("dry-run", None) => Some(TargetConnection::DryRun),
+                ("dry-run", Some(_)) => {
+                    self.error(line, format!("{loc}postgres"), "a dry-run target takes no connection settings");
+                    None
+                }
+                ("postgres", Some(pg)) => self.postgres(line, &loc, pg, &roles, base).map(TargetConnection::Postgres),
+                ("postgres", None) => {
+                    self.error(line, loc.clone(), "a postgres target needs a [targets.postgres] section");
+                    None
+                }
+                (other, _) => {
+                    self.error(line, format!("{loc}kind"), format!("unknown target kind \"{other}\" (known: postgres, dry-run)"));
+                    None
+                }
+            };
+            if let Some(c) = connection {
+                connections.insert(id.clone(), c);
+            }
+            targets.insert(
+                id.clone(),
+                Target {
+                    id,
+                    kind: t.kind.clone(),
+                    dry_run: t.kind == "dry-run",
+                    roles,
+                    resources,
+                },
+            );
+        }
+        (targets, connections)
+    }
+
+    fn postgres(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        pg: &PostgresSection,
+        roles: &BTreeSet<Name>,
+        base: Option<&Path>,
+    ) -> Option<PostgresConfig> {
+        let sources = [pg.password.is_some(), pg.password_file.is_some(), pg.password_env.is_some()];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            self.error(line, format!("{loc}postgres"), "give only one of password, password_file, password_env");
+            return None;
+        }
+        let password = if let Some(p) = &pg.password {
+            self.warn(line, format!("{loc}postgres.password"), "an inline password is readable by anyone who can read the config; prefer password_file or password_env");
+            Some(p.clone())
+        } else if let Some(f) = &pg.password_file {
+            let path = base.map_or_else(|| Path::new(f).to_path_buf(), |b| b.join(f));
+            match std::fs::read_to_string(&path) {
+                Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
+                Err(e) => {
+                    self.error(line, format!("{loc}postgres.password_file"), format!("cannot read {}: {e}", path.display()));
+                    return None;
+                }
+            }
+        } else if let Some(var) = &pg.password_env {
+            match std::env::var(var) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    self.error(line, format!("{loc}postgres.password_env"), format!("environment variable {var} is not set"));
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        let timeout = match &pg.connect_timeout {
+            Some(raw) => self.span(line, loc, "connect_timeout", raw)?.secs(),
+            None => 5,
+        };
+        for (k, v) in &pg.user_map {
+            if UserName::parse(k).is_err() || v.is_empty() || v.len() > 63 || v.contains('\0') {
+                self.error(line, format!("{loc}postgres.user_map"), format!("\"{k}\" = \"{v}\" is not a valid mapping"));
+            }
+        }
+        Some(PostgresConfig {
+            host: pg.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            port: pg.port.unwrap_or(5432),
+            database: pg.database.clone().unwrap_or_else(|| "postgres".into()),
+            user: pg.user.clone(),
+            password,
+            connect_timeout_secs: timeout,
+            user_map: pg
+                .user_map
+                .iter()
+                .map(|(k, v)| (k.to_lowercase(), v.clone()))
+                .collect(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        })
+    }
+}

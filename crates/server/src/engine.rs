@@ -1,0 +1,664 @@
+//! Where a request becomes a grant.
+//!
+//! The [`Broker`] turns calls from the API into domain transitions and
+//! stores each one — new request state, its audit event, the provider jobs
+//! it implies — in a single transaction. Two background loops do the rest:
+//!
+//! - the **scheduler** sleeps until the earliest deadline (pending timeout,
+//!   scheduled start, end of a window), is woken early when an earlier one
+//!   appears, and on start catches up with every deadline that passed while
+//!   elevate was down;
+//! - the **worker** runs provider jobs from the durable queue, retrying
+//!   failures with exponential backoff. An apply that fails is never
+//!   reported active; a removal that fails is retried until it succeeds and
+//!   shows as "revocation failing" meanwhile.
+//!
+//! Both expose `run_once(now)` so tests can drive them step by step.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use elevate_core::policy::{Ask, Catalog};
+use elevate_core::principal::Principal;
+use elevate_core::request::{Change, Effect, Kind, NewRequest, Request, State};
+use elevate_core::values::{Comment, Justification, Name, RequestId, Span, Ticket};
+use elevate_core::{DomainError, Timestamp};
+use elevate_providers::{GrantSpec, Provider, ProviderError};
+use elevate_store::{Job, JobKind, Store, StoredRequest, Tx};
+use rand::Rng;
+use tokio::sync::Notify;
+
+use crate::auth::Directory;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// A scheduled start this close to now (or just past) means "now": clocks
+/// of clients and server differ by a little.
+const START_SLACK_SECS: i64 = 60;
+
+/// How long a claimed job is reserved for the worker that claimed it.
+const JOB_LEASE: Duration = Duration::from_secs(60);
+
+pub struct Broker {
+    pub store: Store,
+    pub catalog: Arc<Catalog>,
+    pub directory: Directory,
+    pub providers: BTreeMap<Name, Arc<dyn Provider>>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the scheduler when a deadline earlier than the one it sleeps
+    /// towards may have appeared.
+    pub scheduler_wake: Notify,
+    /// Wakes the worker when a job was queued.
+    pub worker_wake: Notify,
+    /// Upper bound of the wait between two attempts of a failing job.
+    pub retry_max_backoff: Duration,
+}
+
+/// A request as the API asks for it, still unparsed.
+#[derive(Debug, Clone)]
+pub struct CreateInput {
+    pub target: String,
+    pub resource: String,
+    pub role: String,
+    pub duration: String,
+    pub start: Option<Timestamp>,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub break_glass: bool,
+}
+
+fn new_id() -> RequestId {
+    RequestId::from_random(rand::rngs::OsRng.gen::<u64>())
+}
+
+impl Broker {
+    fn provider(&self, target: &Name) -> Result<&Arc<dyn Provider>, ApiError> {
+        self.providers
+            .get(target)
+            .ok_or_else(|| ApiError::Domain(DomainError::UnknownTarget(target.to_string())))
+    }
+
+    fn grant_spec(&self, r: &Request) -> GrantSpec {
+        let email = self
+            .directory
+            .users()
+            .find(|p| p.name == r.requester)
+            .and_then(|p| p.email.as_ref().map(|e| e.as_str().to_owned()));
+        GrantSpec {
+            request_id: r.id.to_string(),
+            target: r.target.to_string(),
+            resource: r.resource.to_string(),
+            role: r.role.to_string(),
+            user: r.requester.to_string(),
+            email,
+        }
+    }
+
+    /// Stores a transition: the request, its audit event and its jobs.
+    async fn persist(&self, tx: &mut Tx<'_>, change: &Change, grant_key: &str, now: Timestamp) -> Result<(), ApiError> {
+        tx.put_request(&change.request, grant_key, now).await?;
+        tx.append_audit(&change.event).await?;
+        match change.effect {
+            Some(Effect::Apply) => {
+                tx.enqueue_job(&change.request.id, JobKind::Apply, grant_key, now).await?;
+            }
+            Some(Effect::Remove) => {
+                tx.drop_queued_jobs(&change.request.id, JobKind::Apply, now).await?;
+                tx.enqueue_job(&change.request.id, JobKind::Remove, grant_key, now).await?;
+            }
+            None => {}
+        }
+        // A grant that stopped holding a window takes its pending extension
+        // with it: there is nothing left to extend.
+        if change.request.kind == Kind::Access
+            && !matches!(
+                change.request.state,
+                State::Scheduled { .. } | State::Approved { .. } | State::Active { .. } | State::Pending { .. }
+            )
+        {
+            if let Some(ext) = tx.pending_extension(&change.request.id).await? {
+                let key = ext.grant_key.clone();
+                let cancelled = ext
+                    .request
+                    .cancel_by_system("the grant it extends has ended", now)?;
+                tx.put_request(&cancelled.request, &key, now).await?;
+                tx.append_audit(&cancelled.event).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn after_commit(&self, changes: &[&Change]) {
+        for c in changes {
+            self.metrics.transition(c.event.action.as_str());
+            if c.effect.is_some() {
+                self.worker_wake.notify_one();
+            }
+            if c.request.state.deadline().is_some() {
+                self.scheduler_wake.notify_one();
+            }
+        }
+    }
+
+    /// A new access request.
+    pub async fn create(&self, who: &Principal, input: CreateInput) -> Result<StoredRequest, ApiError> {
+        let now = Utc::now();
+        let target = Name::parse("target", &input.target)?;
+        let resource = Name::parse("resource", &input.resource)?;
+        let role = Name::parse("role", &input.role)?;
+        let duration = Span::parse("duration", &input.duration)?;
+        let justification = Justification::parse(&input.reason)?;
+        let ticket = input.ticket.as_deref().map(Ticket::parse).transpose()?;
+        let start = match input.start {
+            Some(s) if s <= now + chrono::Duration::seconds(START_SLACK_SECS) => {
+                if s < now - chrono::Duration::seconds(START_SLACK_SECS) {
+                    return Err(DomainError::StartInPast(s.to_rfc3339()).into());
+                }
+                None
+            }
+            Some(s) => {
+                if s > now + self.catalog.limits.max_schedule_ahead.as_chrono() {
+                    return Err(DomainError::StartTooFar(self.catalog.limits.max_schedule_ahead.to_string()).into());
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        let permit = self.catalog.permit(
+            who,
+            Ask {
+                target: &target,
+                resource: &resource,
+                role: &role,
+                duration,
+                has_ticket: ticket.is_some(),
+                break_glass: input.break_glass,
+            },
+            now,
+        )?;
+        let eligibility = permit.eligibility;
+        let window_end = start.unwrap_or(now) + duration.as_chrono();
+        if window_end > eligibility.not_after {
+            return Err(DomainError::invalid(
+                "duration",
+                format!(
+                    "the window would end after your eligibility ends ({}); ask for less time",
+                    eligibility.not_after.to_rfc3339()
+                ),
+            )
+            .into());
+        }
+        let requirement = self.catalog.approval_requirement(&target, &resource, &role);
+        let approval = if eligibility.approval_required && !input.break_glass {
+            Some(requirement.as_ref().ok_or(DomainError::NoApprovalPolicy)?)
+        } else {
+            None
+        };
+        let provider = self.provider(&target)?;
+        let new = NewRequest {
+            id: new_id(),
+            kind: Kind::Access,
+            target,
+            resource,
+            role,
+            justification,
+            ticket,
+            duration,
+            requested_start: start,
+            break_glass: input.break_glass,
+        };
+        let change = Request::create(new, who, &eligibility.id, approval, now)?;
+        let key = provider.grant_key(&self.grant_spec(&change.request));
+        let mut tx = self.store.begin().await?;
+        self.persist(&mut tx, &change, &key, now).await?;
+        tx.commit().await?;
+        self.after_commit(&[&change]);
+        if input.break_glass {
+            tracing::warn!(request = %change.request.id, requester = %who.name, target = %change.request.target,
+                resource = %change.request.resource, role = %change.request.role, "break-glass access granted without approval");
+        }
+        self.load(&change.request.id).await
+    }
+
+    pub async fn load(&self, id: &RequestId) -> Result<StoredRequest, ApiError> {
+        self.store.get_request(id).await?.ok_or(ApiError::NotFound)
+    }
+
+    /// May `who` see this request? The requester, admins, auditors, and
+    /// the approvers of its scope. Others are told it does not exist.
+    pub fn can_see(&self, who: &Principal, r: &Request) -> bool {
+        r.requester == who.name
+            || self.catalog.is_admin(who)
+            || self.catalog.is_auditor(who)
+            || self
+                .catalog
+                .approval_requirement(&r.target, &r.resource, &r.role)
+                .is_some_and(|req| req.allows(who))
+    }
+
+    async fn load_visible(&self, tx: &mut Tx<'_>, who: &Principal, id: &RequestId) -> Result<StoredRequest, ApiError> {
+        let stored = tx.get_request(id).await?.ok_or(ApiError::NotFound)?;
+        if !self.can_see(who, &stored.request) {
+            return Err(ApiError::NotFound);
+        }
+        Ok(stored)
+    }
+
+    pub async fn approve(&self, who: &Principal, id: &RequestId, comment: Comment) -> Result<StoredRequest, ApiError> {
+        let now = Utc::now();
+        let mut tx = self.store.begin().await?;
+        let stored = self.load_visible(&mut tx, who, id).await?;
+        let r = &stored.request;
+        let requirement = self
+            .catalog
+            .approval_requirement(&r.target, &r.resource, &r.role)
+            .ok_or(DomainError::NotApprover)?;
+        let change = stored.request.clone().approve(who, &requirement, comment, now)?;
+        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        let mut changes = vec![change];
+        if let (State::Extended { .. }, Kind::Extension { of }) = (&changes[0].request.state, &changes[0].request.kind) {
+            let of = of.clone();
+            let duration = changes[0].request.duration;
+            let parent = tx.get_request(&of).await?.ok_or(ApiError::NotFound)?;
+            let extended = parent.request.extend_by(id, duration, now)?;
+            self.persist(&mut tx, &extended, &parent.grant_key, now).await?;
+            changes.push(extended);
+        }
+        tx.commit().await?;
+        self.after_commit(&changes.iter().collect::<Vec<_>>());
+        self.load(id).await
+    }
+
+    pub async fn reject(&self, who: &Principal, id: &RequestId, comment: Comment) -> Result<StoredRequest, ApiError> {
+        let now = Utc::now();
+        let mut tx = self.store.begin().await?;
+        let stored = self.load_visible(&mut tx, who, id).await?;
+        let r = &stored.request;
+        let requirement = self
+            .catalog
+            .approval_requirement(&r.target, &r.resource, &r.role)
+            .ok_or(DomainError::NotApprover)?;
+        let change = stored.request.clone().reject(who, &requirement, comment, now)?;
+        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        tx.commit().await?;
+        self.after_commit(&[&change]);
+        self.load(id).await
+    }
+
+    pub async fn cancel(&self, who: &Principal, id: &RequestId) -> Result<StoredRequest, ApiError> {
+        let now = Utc::now();
+        let mut tx = self.store.begin().await?;
+        let stored = self.load_visible(&mut tx, who, id).await?;
+        let change = stored.request.clone().cancel(who, now)?;
+        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        tx.commit().await?;
+        self.after_commit(&[&change]);
+        self.load(id).await
+    }
+
+    /// Ends a grant early: the requester (deactivation), an approver of its
+    /// scope, or an admin.
+    pub async fn revoke(&self, who: &Principal, id: &RequestId, reason: Comment) -> Result<StoredRequest, ApiError> {
+        let now = Utc::now();
+        let mut tx = self.store.begin().await?;
+        let stored = self.load_visible(&mut tx, who, id).await?;
+        let r = &stored.request;
+        let allowed = r.requester == who.name
+            || self.catalog.is_admin(who)
+            || self
+                .catalog
+                .approval_requirement(&r.target, &r.resource, &r.role)
+                .is_some_and(|req| req.allows(who));
+        if !allowed {
+            return Err(DomainError::Forbidden.into());
+        }
+        let change = stored.request.clone().revoke(who, reason, now)?;
+        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        tx.commit().await?;
+        self.after_commit(&[&change]);
+        self.load(id).await
+    }
+
+    pub async fn acknowledge(&self, who: &Principal, id: &RequestId, comment: Comment) -> Result<StoredRequest, ApiError> {
+        let now = Utc::now();
+        let mut tx = self.store.begin().await?;
+        let stored = self.load_visible(&mut tx, who, id).await?;
+        let r = &stored.request;
+        let requirement = self.catalog.approval_requirement(&r.target, &r.resource, &r.role);
+        let change = stored.request.clone().acknowledge(
+            who,
+            requirement.as_ref(),
+            self.catalog.is_admin(who),
+            comment,
+            now,
+        )?;
+        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        tx.commit().await?;
+        self.after_commit(&[&change]);
+        self.load(id).await
+    }
+
+    /// Asks for more time on a grant. The grant keeps running unchanged
+    /// while the extension waits for approval.
+    pub async fn extend(
+        &self,
+        who: &Principal,
+        id: &RequestId,
+        duration: &str,
+        reason: &str,
+        ticket: Option<&str>,
+    ) -> Result<StoredRequest, ApiError> {
+        let now = Utc::now();
+        let duration = Span::parse("duration", duration)?;
+        let justification = Justification::parse(reason)?;
+        let ticket = ticket.map(Ticket::parse).transpose()?;
+        let mut tx = self.store.begin().await?;
+        let parent = self.load_visible(&mut tx, who, id).await?;
+        parent.request.check_extendable(who)?;
+        if let Some(p) = tx.pending_extension(id).await? {
+            return Err(DomainError::ExtensionPending(p.request.id.to_string()).into());
+        }
+        let pr = &parent.request;
+        let permit = self.catalog.permit(
+            who,
+            Ask {
+                target: &pr.target,
+                resource: &pr.resource,
+                role: &pr.role,
+                duration,
+                has_ticket: ticket.is_some(),
+                break_glass: false,
+            },
+            now,
+        )?;
+        let eligibility = permit.eligibility;
+        if let Some(w) = pr.state.window() {
+            if w.ends_at + duration.as_chrono() > eligibility.not_after {
+                return Err(DomainError::invalid(
+                    "duration",
+                    format!("the grant would outlast your eligibility, which ends {}", eligibility.not_after.to_rfc3339()),
+                )
+                .into());
+            }
+        }
+        let requirement = self.catalog.approval_requirement(&pr.target, &pr.resource, &pr.role);
+        let approval = if eligibility.approval_required {
+            Some(requirement.as_ref().ok_or(DomainError::NoApprovalPolicy)?)
+        } else {
+            None
+        };
+        let new = NewRequest {
+            id: new_id(),
+            kind: Kind::Extension { of: pr.id.clone() },
+            target: pr.target.clone(),
+            resource: pr.resource.clone(),
+            role: pr.role.clone(),
+            justification,
+            ticket,
+            duration,
+            requested_start: None,
+            break_glass: false,
+        };
+        let change = Request::create(new, who, &eligibility.id, approval, now)?;
+        self.persist(&mut tx, &change, &parent.grant_key, now).await?;
+        let mut changes = vec![change];
+        if matches!(changes[0].request.state, State::Extended { .. }) {
+            let ext_id = changes[0].request.id.clone();
+            let extended = parent.request.clone().extend_by(&ext_id, duration, now)?;
+            self.persist(&mut tx, &extended, &parent.grant_key, now).await?;
+            changes.push(extended);
+        }
+        tx.commit().await?;
+        self.after_commit(&changes.iter().collect::<Vec<_>>());
+        self.load(&changes[0].request.id).await
+    }
+
+    // ---- scheduler ------------------------------------------------------
+
+    /// Applies every deadline that has passed by `now`. Returns how many
+    /// requests changed.
+    pub async fn run_deadlines_once(&self, now: Timestamp) -> Result<usize, ApiError> {
+        let mut changed = 0;
+        let mut seen = HashSet::new();
+        loop {
+            let due = self.store.due_requests(now, 200).await?;
+            let fresh: Vec<RequestId> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for id in fresh {
+                let mut tx = self.store.begin().await?;
+                let Some(stored) = tx.get_request(&id).await? else { continue };
+                let deadline = stored.request.state.deadline();
+                let Some(change) = stored.request.on_deadline(now) else { continue };
+                self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+                tx.commit().await?;
+                if let Some(d) = deadline {
+                    self.metrics.deadline_handled((now - d).num_milliseconds());
+                }
+                self.after_commit(&[&change]);
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The scheduler loop; returns when `shutdown` fires.
+    pub async fn run_scheduler(self: Arc<Self>, shutdown: crate::Shutdown) {
+        loop {
+            let now = Utc::now();
+            if let Err(e) = self.run_deadlines_once(now).await {
+                tracing::error!(error = %e.log_text(), "scheduler step failed; retrying shortly");
+                self.metrics.scheduler_error();
+            }
+            let sleep = match self.store.next_deadline().await {
+                Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+                Ok(None) => Duration::from_secs(3600),
+                Err(_) => Duration::from_secs(1),
+            };
+            // Deadlines are in milliseconds; never sleep less than 1 ms so a
+            // deadline a hair in the future does not spin.
+            let sleep = sleep.max(Duration::from_millis(1));
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.scheduler_wake.notified() => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    // ---- worker ---------------------------------------------------------
+
+    fn backoff(&self, attempts: i64) -> Duration {
+        let base_ms = 500u64.saturating_mul(1u64 << attempts.clamp(0, 20));
+        let capped = base_ms.min(self.retry_max_backoff.as_millis() as u64);
+        // Jitter (±20 %) so many failing jobs do not retry in lockstep.
+        let jitter = rand::rngs::OsRng.gen_range(0.8..1.2);
+        Duration::from_millis(((capped as f64) * jitter) as u64)
+    }
+
+    /// Runs every job due by `now`, up to `limit`. Returns how many ran.
+    pub async fn run_jobs_once(self: &Arc<Self>, now: Timestamp, limit: usize) -> Result<usize, ApiError> {
+        let mut ran = 0;
+        let mut running = tokio::task::JoinSet::new();
+        while ran < limit {
+            let Some(job) = self.store.claim_job(now, JOB_LEASE).await? else { break };
+            ran += 1;
+            // Jobs of different grant keys run concurrently; the claim
+            // guarantees one job per key at a time.
+            let this = Arc::clone(self);
+            running.spawn(async move { this.run_job(job).await });
+            while running.len() >= 16 {
+                if let Some(r) = running.join_next().await {
+                    log_job_result(r);
+                }
+            }
+        }
+        while let Some(r) = running.join_next().await {
+            log_job_result(r);
+        }
+        Ok(ran)
+    }
+
+    async fn run_job(&self, job: Job) -> Result<(), ApiError> {
+        let Some(stored) = self.store.get_request(&job.request_id).await? else {
+            let mut tx = self.store.begin().await?;
+            tx.finish_job(&job).await?;
+            tx.commit().await?;
+            return Ok(());
+        };
+        let spec = self.grant_spec(&stored.request);
+        let provider = match self.providers.get(&stored.request.target) {
+            Some(p) => p.clone(),
+            None => {
+                let err = ProviderError::Retryable(format!(
+                    "target \"{}\" is no longer configured",
+                    stored.request.target
+                ));
+                return self.job_failed(&job, &err).await;
+            }
+        };
+        match job.kind {
+            JobKind::Apply => {
+                if !matches!(stored.request.state, State::Approved { .. }) {
+                    // Revoked or ended before it was applied: the removal
+                    // queued behind this job takes care of the target.
+                    let mut tx = self.store.begin().await?;
+                    tx.finish_job(&job).await?;
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                let result = provider.apply(&spec).await;
+                let now = Utc::now();
+                match result {
+                    Ok(()) => {
+                        let mut tx = self.store.begin().await?;
+                        tx.record_attempt(&job.request_id, JobKind::Apply, now, "ok", None).await?;
+                        tx.finish_job(&job).await?;
+                        let current = tx.get_request(&job.request_id).await?;
+                        let change = current.and_then(|c| c.request.on_applied(now));
+                        if let Some(c) = &change {
+                            self.persist(&mut tx, c, &stored.grant_key, now).await?;
+                        }
+                        tx.commit().await?;
+                        self.metrics.job_attempt("apply", "ok");
+                        if let Some(c) = &change {
+                            self.after_commit(&[c]);
+                        }
+                        Ok(())
+                    }
+                    Err(ProviderError::Permanent(reason)) => {
+                        tracing::error!(request = %job.request_id, error = %reason, "provider refused the grant");
+                        let mut tx = self.store.begin().await?;
+                        tx.record_attempt(&job.request_id, JobKind::Apply, now, "failed", Some(&reason)).await?;
+                        tx.finish_job(&job).await?;
+                        let current = tx.get_request(&job.request_id).await?;
+                        let change = current.and_then(|c| c.request.on_apply_failed(&reason, now));
+                        if let Some(c) = &change {
+                            self.persist(&mut tx, c, &stored.grant_key, now).await?;
+                        }
+                        tx.commit().await?;
+                        self.metrics.job_attempt("apply", "failed");
+                        if let Some(c) = &change {
+                            self.after_commit(&[c]);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => self.job_failed(&job, &e).await,
+                }
+            }
+            JobKind::Remove => {
+                // The claim holds every other job of this grant key off, so
+                // nothing can grant the role between this check and the
+                // removal below.
+                let mut tx = self.store.begin().await?;
+                let holder = tx.other_holder(&stored.grant_key, &job.request_id).await?;
+                drop(tx);
+                if let Some(holder) = holder {
+                    let now = Utc::now();
+                    let mut tx = self.store.begin().await?;
+                    let note = format!("role kept: still needed by {holder}");
+                    tx.record_attempt(&job.request_id, JobKind::Remove, now, "skipped", Some(&note)).await?;
+                    tx.finish_job(&job).await?;
+                    let current = tx.get_request(&job.request_id).await?;
+                    let change = current.and_then(|c| c.request.on_removed(Some(&holder), now));
+                    if let Some(c) = &change {
+                        self.persist(&mut tx, c, &stored.grant_key, now).await?;
+                    }
+                    tx.commit().await?;
+                    self.metrics.job_attempt("remove", "skipped");
+                    if let Some(c) = &change {
+                        self.after_commit(&[c]);
+                    }
+                    return Ok(());
+                }
+                match provider.remove(&spec).await {
+                    Ok(()) => {
+                        let now = Utc::now();
+                        let mut tx = self.store.begin().await?;
+                        tx.record_attempt(&job.request_id, JobKind::Remove, now, "ok", None).await?;
+                        tx.finish_job(&job).await?;
+                        let current = tx.get_request(&job.request_id).await?;
+                        let change = current.and_then(|c| c.request.on_removed(None, now));
+                        if let Some(c) = &change {
+                            self.persist(&mut tx, c, &stored.grant_key, now).await?;
+                        }
+                        tx.commit().await?;
+                        self.metrics.job_attempt("remove", "ok");
+                        if let Some(c) = &change {
+                            self.after_commit(&[c]);
+                        }
+                        Ok(())
+                    }
+                    // A removal is never given up: access left behind is
+                    // the failure this tool exists to prevent.
+                    Err(e) => self.job_failed(&job, &e).await,
+                }
+            }
+        }
+    }
+
+    async fn job_failed(&self, job: &Job, error: &ProviderError) -> Result<(), ApiError> {
+        let now = Utc::now();
+        let message = error.to_string();
+        let kind = job.kind.as_str();
+        tracing::warn!(request = %job.request_id, job = kind, attempt = job.attempts + 1, error = %message, "provider call failed; will retry");
+        let run_at = now + chrono::Duration::from_std(self.backoff(job.attempts)).unwrap_or_default();
+        let mut tx = self.store.begin().await?;
+        tx.record_attempt(&job.request_id, job.kind, now, "retry", Some(&message)).await?;
+        tx.retry_job(job, run_at, &message).await?;
+        tx.commit().await?;
+        self.metrics.job_attempt(kind, "retry");
+        Ok(())
+    }
+
+    /// The worker loop; returns when `shutdown` fires.
+    pub async fn run_worker(self: Arc<Self>, shutdown: crate::Shutdown) {
+        loop {
+            if let Err(e) = self.run_jobs_once(Utc::now(), 256).await {
+                tracing::error!(error = %e.log_text(), "worker step failed; retrying shortly");
+            }
+            let sleep = match self.store.next_job_at().await {
+                Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+                Ok(None) => Duration::from_secs(3600),
+                Err(_) => Duration::from_secs(1),
+            };
+            let sleep = sleep.max(Duration::from_millis(5));
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.worker_wake.notified() => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+}
+
+fn log_job_result(r: Result<Result<(), ApiError>, tokio::task::JoinError>) {
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e.log_text(), "job bookkeeping failed; the job will be retried when its lease ends"),
+        Err(e) => tracing::error!(error = %e, "job task ended abnormally"),
+    }
+}

@@ -1,0 +1,120 @@
+//! The one place where errors become HTTP responses: a status, a stable
+//! `code` and a `message` a person understands. Server-side failures say
+//! nothing internal to the client; the log gets the details.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use elevate_core::DomainError;
+use elevate_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Domain(DomainError),
+    NotFound,
+    /// A client error detected outside the domain (bad JSON, bad query...).
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    Store(StoreError),
+}
+
+impl ApiError {
+    pub fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Client {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Domain(d) => match d {
+                DomainError::Invalid { .. }
+                | DomainError::StartInPast(_)
+                | DomainError::StartTooFar(_)
+                | DomainError::BreakGlassScheduled => StatusCode::BAD_REQUEST,
+                DomainError::UnknownTarget(_)
+                | DomainError::UnknownResource { .. }
+                | DomainError::UnknownRole { .. }
+                | DomainError::DurationTooLong { .. }
+                | DomainError::DurationTooShort { .. }
+                | DomainError::TicketRequired
+                | DomainError::NoApprovalPolicy => StatusCode::UNPROCESSABLE_ENTITY,
+                DomainError::NotEligible { .. }
+                | DomainError::BreakGlassNotAllowed
+                | DomainError::SelfApproval
+                | DomainError::NotApprover
+                | DomainError::NotRequester
+                | DomainError::Forbidden => StatusCode::FORBIDDEN,
+                DomainError::AlreadyApproved
+                | DomainError::InvalidState { .. }
+                | DomainError::ExtensionPending(_)
+                | DomainError::NothingToAcknowledge => StatusCode::CONFLICT,
+            },
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Client { status, .. } => *status,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Domain(d) => d.code(),
+            ApiError::NotFound => "not_found",
+            ApiError::Client { code, .. } => code,
+            ApiError::Store(_) => "internal_error",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Domain(d) => d.to_string(),
+            ApiError::NotFound => "no such request (or you may not see it)".into(),
+            ApiError::Client { message, .. } => message.clone(),
+            ApiError::Store(_) => {
+                "elevate could not complete this; nothing was changed. The server log has the details".into()
+            }
+        }
+    }
+
+    /// Full text for logs (never sent to clients).
+    pub fn log_text(&self) -> String {
+        match self {
+            ApiError::Store(e) => e.to_string(),
+            other => other.message(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.log_text())
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::Domain(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Store(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self.log_text(), "request failed");
+        }
+        (status, Json(json!({ "code": self.code(), "message": self.message() }))).into_response()
+    }
+}

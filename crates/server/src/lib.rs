@@ -1,0 +1,174 @@
+//! elevate: a self-hosted just-in-time privileged access broker.
+//!
+//! - [`config`]: the one config file, parsed and checked (`check-config`).
+//! - [`auth`]: turning an API token into a principal.
+//! - [`engine`]: where a request becomes a grant — the broker, the
+//!   deadline scheduler and the provider job worker.
+//! - [`api`]: the HTTP JSON API; [`error`] maps failures to responses.
+//! - [`metrics`]: Prometheus text at `/metrics`.
+//! - [`dev`]: the `serve --dev` demo setup.
+//! - [`openapi`]: the API description served at `/api/v1/openapi.json`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod dev;
+pub mod engine;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use elevate_providers::dry_run::DryRun;
+use elevate_providers::postgres::PostgresProvider;
+use elevate_providers::Provider;
+use elevate_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::auth::Directory;
+use crate::config::{Config, TargetConnection};
+use crate::engine::Broker;
+use crate::metrics::Metrics;
+
+/// A shutdown signal every background task waits on.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// A running elevate: HTTP server, scheduler and worker.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting requests, lets in-flight work finish, and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.broker.store.close().await;
+    }
+
+    /// Waits until a task ends on its own (it should not) or `stop` fires.
+    pub async fn wait(mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            _ = stop => {}
+            _ = self.tasks.join_next() => {
+                tracing::error!("a background task ended unexpectedly; shutting down");
+            }
+        }
+        self.shutdown().await;
+    }
+}
+
+/// Builds the broker from a checked config: opens the store, resolves
+/// eligibility validity, creates one provider per target.
+pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
+    let store = Store::open(&config.settings.database)
+        .await
+        .with_context(|| format!("cannot open the database {}", config.settings.database))?;
+    // Single process owns the SQLite file: leases left by a crashed run
+    // would only delay catching up.
+    let released = store.release_all_leases().await?;
+    if released > 0 {
+        tracing::info!(jobs = released, "released jobs held by a previous run");
+    }
+    let now = chrono::Utc::now();
+    let first_seen: HashMap<String, chrono::DateTime<chrono::Utc>> = store
+        .eligibility_first_seen(&config.eligibility_ids(), now)
+        .await?
+        .into_iter()
+        .collect();
+    let catalog = Arc::new(config.catalog(&first_seen, now));
+    let mut providers: BTreeMap<_, Arc<dyn Provider>> = BTreeMap::new();
+    for (id, connection) in &config.connections {
+        let provider: Arc<dyn Provider> = match connection {
+            TargetConnection::DryRun => Arc::new(DryRun::new()),
+            TargetConnection::Postgres(pg) => Arc::new(
+                PostgresProvider::new(pg.clone())
+                    .map_err(|e| anyhow::anyhow!("target {id}: {e}"))?,
+            ),
+        };
+        providers.insert(id.clone(), provider);
+    }
+    Ok(Broker {
+        store,
+        catalog,
+        directory: Directory::new(config.users.clone()),
+        providers,
+        metrics: Arc::new(Metrics::default()),
+        scheduler_wake: Notify::new(),
+        worker_wake: Notify::new(),
+        retry_max_backoff: Duration::from_secs(config.settings.retry_max_backoff.secs()),
+    })
+}
+
+/// Starts elevate on `listener` (or on the configured address).
+pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Running> {
+    let broker = Arc::new(build_broker(&config).await?);
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(config.settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.settings.listen))?,
+    };
+    let addr = listener.local_addr()?;
+    let (stop, rx) = watch::channel(false);
+    let shutdown = Shutdown(rx);
+    let mut tasks = JoinSet::new();
+
+    // Check every target in the background: a target that is down must
+    // not keep the broker (and the removal of other grants) from starting.
+    for (id, provider) in broker.providers.clone() {
+        let done = shutdown.clone();
+        tasks.spawn(async move {
+            match provider.validate().await {
+                Ok(problems) if problems.is_empty() => {
+                    tracing::info!(target_id = %id, kind = provider.kind(), "target ready")
+                }
+                Ok(problems) => {
+                    for p in problems {
+                        tracing::warn!(target_id = %id, problem = %p, "target misconfigured");
+                    }
+                }
+                Err(e) => tracing::warn!(target_id = %id, error = %e, "target not reachable yet; grants will be retried"),
+            }
+            // Ending early would read as "a background task died".
+            done.wait().await;
+        });
+    }
+    tasks.spawn(broker.clone().run_scheduler(shutdown.clone()));
+    tasks.spawn(broker.clone().run_worker(shutdown.clone()));
+    let app = api::router(broker.clone(), config.settings.max_body_bytes);
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_shutdown.wait().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%addr, "elevate is listening");
+    Ok(Running {
+        addr,
+        broker,
+        stop,
+        tasks,
+    })
+}

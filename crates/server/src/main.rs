@@ -1,0 +1,211 @@
+//! The `elevate` binary: the server (`serve`), config checking
+//! (`check-config`), token generation (`token new`), and the client
+//! commands that talk to a server over the API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use elevate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "elevate", version, about = "Just-in-time privileged access: request, approve, grant, revoke.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    client: elevate_cli::ClientArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the elevate server.
+    Serve {
+        /// The config file.
+        #[arg(long, short, env = "ELEVATE_CONFIG", conflicts_with = "dev")]
+        config: Option<PathBuf>,
+        /// Demo mode: built-in users, a dry-run target, a local database.
+        #[arg(long)]
+        dev: bool,
+        /// Listen address, overriding the config.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Database URL, overriding the config (sqlite://PATH).
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Check a config file and report every problem with its location.
+    CheckConfig {
+        file: PathBuf,
+    },
+    /// API tokens for local users.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    #[command(flatten)]
+    Client(elevate_cli::ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random token and the hash to put in the user's
+    /// `token_hashes`.
+    New,
+    /// Print the hash of a token read from standard input.
+    Hash,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ELEVATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn print_problems(file: &str, problems: &[elevate::config::Problem]) {
+    for p in problems {
+        eprintln!("{file}: {p}");
+    }
+}
+
+async fn serve(config: Option<PathBuf>, dev: bool, listen: Option<String>, database: Option<String>) -> anyhow::Result<()> {
+    let (mut config, label) = if dev {
+        let listen = listen.clone().unwrap_or_else(|| "127.0.0.1:7070".into());
+        let database = database.clone().unwrap_or_else(|| "sqlite://elevate-dev.db".into());
+        let text = elevate::dev::config_text(&database, &listen);
+        let config = Config::parse(&text, None).map_err(|p| {
+            print_problems("dev config", &p);
+            anyhow::anyhow!("the built-in dev config is invalid")
+        })?;
+        if !config.settings.listen.ip().is_loopback() {
+            anyhow::bail!("--dev uses fixed demo tokens and only listens on loopback addresses");
+        }
+        (config, "dev".to_string())
+    } else {
+        let path = config.ok_or_else(|| anyhow::anyhow!("give --config FILE (or --dev for a demo)"))?;
+        let label = path.display().to_string();
+        let config = Config::load_file(&path).map_err(|p| {
+            print_problems(&label, &p);
+            anyhow::anyhow!("{label}: the config has {} error(s); not starting", p.iter().filter(|p| !p.warning).count())
+        })?;
+        (config, label)
+    };
+    for w in &config.warnings {
+        tracing::warn!("{label}: {w}");
+    }
+    if let Some(l) = listen {
+        config.settings.listen = l.parse().map_err(|_| anyhow::anyhow!("--listen: \"{l}\" is not an address like 127.0.0.1:7070"))?;
+    }
+    if let Some(d) = database {
+        config.settings.database = d;
+    }
+    let running = elevate::start(config.clone(), None).await?;
+    if dev {
+        let url = format!("http://{}", running.addr);
+        println!("elevate dev mode: dry-run target \"demo-db\", database {}", config.settings.database);
+        println!("  export ELEVATE_URL={url}");
+        for (name, group, token) in elevate::dev::USERS {
+            println!("  {name:<6} group {group:<11} export ELEVATE_TOKEN={token}");
+        }
+        println!("  admins and auditors: group security (dave)");
+    }
+    running.wait(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn check_config(file: &PathBuf) -> ExitCode {
+    let label = file.display().to_string();
+    match Config::load_file(file) {
+        Ok(config) => {
+            print_problems(&label, &config.warnings);
+            println!("{label}: OK ({} users, {} targets, {} eligibilities, {} warning(s))",
+                config.users.len(), config.connections.len(), config.eligibility_ids().len(), config.warnings.len());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print_problems(&label, &problems);
+            eprintln!("{label}: {} error(s)", problems.iter().filter(|p| !p.warning).count());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Token { command: TokenCommand::New } => {
+            let (token, hash) = elevate::auth::new_token();
+            println!("token: {token}");
+            println!("token_hashes = [\"{hash}\"]");
+            ExitCode::SUCCESS
+        }
+        Command::Token { command: TokenCommand::Hash } => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+                eprintln!("error: give the token on standard input");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", elevate::auth::token_hash(line.trim()));
+            ExitCode::SUCCESS
+        }
+        Command::Serve { config, dev, listen, database } => {
+            init_logging();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config, dev, listen, database)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Client(command) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(elevate_cli::run(cli.client, command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

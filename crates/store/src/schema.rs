@@ -1,0 +1,105 @@
+//! Schema migrations, applied in order on open. Each entry runs once, in a
+//! transaction together with the bump of `schema_version`; never edit a
+//! released entry, append a new one.
+
+use sqlx::SqlitePool;
+
+use crate::Result;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: requests, jobs, attempts, audit chain.
+    "CREATE TABLE requests (
+        id          TEXT PRIMARY KEY,
+        requester   TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        resource    TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        grant_key   TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        deadline    INTEGER,
+        extends     TEXT REFERENCES requests(id),
+        break_glass INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        doc         TEXT NOT NULL
+    );
+    CREATE INDEX requests_deadline ON requests(deadline) WHERE deadline IS NOT NULL;
+    CREATE INDEX requests_requester ON requests(requester, created_at);
+    CREATE INDEX requests_key_state ON requests(grant_key, state);
+    CREATE INDEX requests_state ON requests(state, created_at);
+    CREATE INDEX requests_extends ON requests(extends) WHERE extends IS NOT NULL;
+
+    CREATE TABLE jobs (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id   TEXT NOT NULL REFERENCES requests(id),
+        kind         TEXT NOT NULL,
+        grant_key    TEXT NOT NULL,
+        run_at       INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        locked_until INTEGER,
+        created_at   INTEGER NOT NULL
+    );
+    CREATE INDEX jobs_due ON jobs(run_at);
+    CREATE INDEX jobs_key ON jobs(grant_key);
+    CREATE INDEX jobs_request ON jobs(request_id);
+
+    CREATE TABLE job_attempts (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL REFERENCES requests(id),
+        kind       TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        outcome    TEXT NOT NULL,
+        error      TEXT
+    );
+    CREATE INDEX job_attempts_request ON job_attempts(request_id, kind);
+
+    CREATE TABLE audit (
+        seq        INTEGER PRIMARY KEY,
+        at         INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        request_id TEXT,
+        details    TEXT NOT NULL,
+        prev_hash  TEXT NOT NULL,
+        hash       TEXT NOT NULL
+    );
+    CREATE INDEX audit_request ON audit(request_id);
+    CREATE INDEX audit_at ON audit(at);
+    -- The newest link, kept apart so that deleting events from the end of
+    -- the chain is detected too.
+    CREATE TABLE audit_head (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        seq  INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+
+    CREATE TABLE eligibility_seen (
+        id         TEXT PRIMARY KEY,
+        first_seen INTEGER NOT NULL
+    );",
+];
+
+pub async fn migrate(pool: &SqlitePool) -> Result<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .execute(pool)
+        .await?;
+    let mut tx = pool.begin().await?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+        .fetch_one(&mut *tx)
+        .await?;
+    let current = current.unwrap_or(0) as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+            .bind((i + 1) as i64)
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The schema version this build expects (for readiness checks).
+pub const CURRENT: usize = MIGRATIONS.len();

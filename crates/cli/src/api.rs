@@ -98,8 +98,8 @@ pub(crate) struct GrantList {
     pub(crate) grants: Vec<RequestView>,
 }
 
-/// A request (or extension request) and where it stands. `attempts` and
-/// `events` are only filled by `GET /requests/{id}`.
+/// A request (or extension request) and where it stands. `attempts`,
+/// `events` and `extensions` are only filled by `GET /requests/{id}`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct RequestView {
@@ -151,6 +151,10 @@ pub(crate) struct RequestView {
     pub(crate) attempts: Vec<Attempt>,
     #[serde(deserialize_with = "null_as_default")]
     pub(crate) events: Vec<AuditEvent>,
+    /// Extension requests of this grant; sent by `GET /requests/{id}`
+    /// beyond the documented contract, shown when present.
+    #[serde(deserialize_with = "null_as_default")]
+    pub(crate) extensions: Vec<RequestView>,
 }
 
 /// One approval given to a request.

@@ -20,7 +20,8 @@ pub struct ClientArgs {
     pub token: Option<String>,
 
     /// Print the server's JSON instead of tables.
-    #[arg(long, global = true)]
+    // Listed last in every subcommand's help rather than among its options.
+    #[arg(long, global = true, display_order = 1000)]
     pub json: bool,
 }
 
@@ -143,7 +144,8 @@ pub enum ClientCommand {
         /// Every request you may see.
         #[arg(long, group = "scope")]
         all: bool,
-        /// Only requests in this state (pending, active, ended, ...).
+        /// Only requests in these states, comma-separated (pending, active,
+        /// ended, ...).
         #[arg(long)]
         state: Option<String>,
     },

@@ -12,6 +12,7 @@ use crate::text::one_line;
 
 /// Why a client command did not succeed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CliError {
     /// No bearer token was configured; checked before any network traffic.
     #[error("no API token: set ELEVATE_TOKEN or pass --token")]

@@ -182,7 +182,7 @@ where
                 self.time(view.starts_at.as_ref()),
                 self.relative(view.starts_at.as_ref(), "in")
             ),
-            "approved" => "approved, access is being granted".to_string(),
+            "approved" => "access is being granted".to_string(),
             "active" => format!(
                 "access is now active until {}{}",
                 self.time(view.ends_at.as_ref()),
@@ -195,7 +195,7 @@ where
 
     /// The STATUS cell of request and grant tables.
     fn status_cell(&self, view: &RequestView) -> String {
-        let mut cell = match (view.state.as_str(), view.quorum) {
+        let cell = match (view.state.as_str(), view.quorum) {
             ("pending", Some(quorum)) => format!("pending ({}/{quorum})", view.approvals.len()),
             ("scheduled", _) => match self.remaining(view.starts_at.as_ref()) {
                 Some(left) => format!("scheduled, starts in {left}"),
@@ -207,10 +207,12 @@ where
             },
             _ => status_text(view),
         };
-        if view.break_glass {
-            cell.push_str(" [break-glass]");
+        // First, so that cutting a long status never hides it.
+        if view.break_glass && !cell.contains("break-glass") {
+            format!("[break-glass] {cell}")
+        } else {
+            cell
         }
-        cell
     }
 
     /// `YYYY-MM-DD HH:MM` in the presenter's zone; raw text if unparseable.
@@ -387,8 +389,11 @@ where
             None => view.id.clone(),
         };
         fields.row(["request", &id]);
-        fields.row(["status", &self.status_cell(view)]);
-        if !view.status.is_empty() && view.status != view.state {
+        let status = self.status_cell(view);
+        fields.row(["status", &status]);
+        // The server's own wording carries details (failing attempts, review)
+        // that the computed cell may not.
+        if !view.status.is_empty() && view.status != view.state && !status.contains(&view.status) {
             fields.row(["", &view.status]);
         }
         fields.row(["requester", &view.requester]);
@@ -456,6 +461,21 @@ where
             fields.row(["decided by", &decision]);
         }
         let mut text = fields.render();
+
+        if !view.extensions.is_empty() {
+            let mut extensions = Table::new(&["ID", "STATUS", "FOR", "REASON"])
+                .cap(1, STATUS_WIDTH)
+                .cap(3, REASON_WIDTH);
+            for extension in &view.extensions {
+                extensions.row([
+                    extension.id.clone(),
+                    self.status_cell(extension),
+                    format!("+{}", extension.duration),
+                    extension.justification.clone(),
+                ]);
+            }
+            text.push_str(&section("extensions", &extensions));
+        }
 
         let mut approvals = Table::new(&["BY", "AT", "COMMENT"]).cap(2, REASON_WIDTH * 2);
         for approval in &view.approvals {
@@ -688,6 +708,31 @@ mod tests {
     }
 
     #[test]
+    fn break_glass_request_says_it_will_be_reviewed() {
+        let text = render(
+            request_command(),
+            json!({"id": "r-abcd2345efgh", "state": "approved", "break_glass": true}),
+        );
+        assert_eq!(
+            text,
+            "request r-abcd2345efgh created: access is being granted; \
+             break-glass: approvers are alerted and the use will be reviewed\n"
+        );
+    }
+
+    #[test]
+    fn break_glass_is_marked_first_in_list_status() {
+        let view: RequestView = read(
+            &json!({"state": "failed", "status": "revocation failing (3 attempt(s), retrying)", "break_glass": true}),
+            "request",
+        )
+        .unwrap();
+        assert!(presenter()
+            .status_cell(&view)
+            .starts_with("[break-glass] revocation failing"));
+    }
+
+    #[test]
     fn approval_short_of_quorum_shows_progress() {
         let text = render(
             ClientCommand::Approve {
@@ -853,6 +898,8 @@ mod tests {
                 "duration": "1h", "state": "active", "status": "active",
                 "ends_at": "2026-11-24T10:00:00Z",
                 "approvals": [{"by": "user:bob", "at": "2026-11-24T09:00:00Z", "comment": "ok"}],
+                "extensions": [{"id": "r-ext234567890", "kind": "extension", "state": "pending",
+                                "duration": "30m", "justification": "more"}],
                 "attempts": [{"kind": "apply", "at": "2026-11-24T09:00:01Z", "outcome": "ok", "error": null}],
                 "events": [{"seq": 7, "at": "2026-11-24T09:00:01Z", "actor": "system",
                             "action": "grant.applied", "request": "r-abcd2345efgh", "details": {}}]
@@ -866,6 +913,7 @@ mod tests {
         assert!(field("target", "pg-prod (postgres)"), "{text}");
         assert!(text.contains("user:bob"), "{text}");
         assert!(text.contains("grant.applied"), "{text}");
+        assert!(text.contains("r-ext234567890"), "{text}");
         assert!(text.contains("apply"), "{text}");
     }
 

@@ -2,6 +2,10 @@
 //! a scripted peer standing in for the server, so what goes on the wire and
 //! what the user sees are both checked.
 
+// clippy's allow-*-in-tests covers `#[test]` functions only, not the helpers
+// of a test binary; here too a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use std::sync::{Arc, Mutex};
 
 use elevate_cli::{run_to, AuditAction, ClientArgs, ClientCommand};

@@ -19,10 +19,11 @@
 //!   like `pg_execute_server_program`; `apply` refuses a role that is not in
 //!   [`PostgresConfig::roles`] even if the caller asked for it. `remove` and
 //!   `check` accept any role, so grants outlive a config change safely.
-//! - **Identifiers are always quoted** and names that PostgreSQL would
-//!   truncate or reject (empty, NUL, over 63 bytes) are refused, so a name
-//!   can never change the meaning of a statement or silently hit another
-//!   role. Values in queries are bound parameters.
+//! - **Identifiers are always quoted**, and names that PostgreSQL would
+//!   truncate or reject (empty, NUL, over 63 bytes) or that hold control
+//!   characters are refused, so a name can never change the meaning of a
+//!   statement or silently hit another role. Values in queries are bound
+//!   parameters.
 //! - **The password never appears in messages**: it lives only in the
 //!   connection options, which are never formatted; `Debug` redacts it.
 //!
@@ -49,8 +50,9 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 /// before calling the removal unfinished (and so retryable).
 const SESSION_END_TIMEOUT_MILLIS: i64 = 5_000;
 
-/// Separates the parts of a grant key; cannot occur in a valid target name
-/// written in config nor, in practice, in a role name.
+/// Separates the parts of a grant key. Login and role are written
+/// escaped (`{:?}`), so the separator inside a name cannot make two
+/// different grants share a key.
 const KEY_SEPARATOR: char = '\u{1f}';
 
 /// One PostgreSQL target as written in config. The server resolves the
@@ -118,7 +120,7 @@ impl fmt::Debug for PostgresConfig {
 }
 
 /// A PostgreSQL identifier that is safe to quote into a statement: not
-/// empty, no NUL, at most 63 bytes. Anything else is accepted, because it
+/// empty, no control characters (NUL included), at most 63 bytes. Anything else is accepted, because it
 /// is always written double-quoted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Identifier(String);
@@ -128,8 +130,8 @@ impl Identifier {
     fn parse(what: &str, name: &str) -> Result<Self, ProviderError> {
         let problem = if name.is_empty() {
             Some("is empty".to_owned())
-        } else if name.contains('\0') {
-            Some("contains a NUL character".to_owned())
+        } else if name.chars().any(char::is_control) {
+            Some("contains a control character".to_owned())
         } else if name.len() > MAX_IDENTIFIER_BYTES {
             Some(format!(
                 "is {} bytes long; PostgreSQL names are at most {MAX_IDENTIFIER_BYTES}",
@@ -361,7 +363,7 @@ impl Provider for PostgresProvider {
 
     fn grant_key(&self, grant: &GrantSpec) -> String {
         format!(
-            "{}{KEY_SEPARATOR}{}{KEY_SEPARATOR}{}",
+            "{}{KEY_SEPARATOR}{:?}{KEY_SEPARATOR}{:?}",
             grant.target,
             self.login_name(&grant.user),
             grant.role
@@ -569,7 +571,7 @@ mod tests {
 
     #[test]
     fn empty_nul_and_overlong_names_are_refused() {
-        for name in ["", "a\0b", &"x".repeat(64)] {
+        for name in ["", "a\0b", "a\u{1f}b", "a\nb", &"x".repeat(64)] {
             let error = Identifier::parse("role", name).unwrap_err();
             assert!(!error.is_retryable());
         }
@@ -619,8 +621,20 @@ mod tests {
         );
         assert_eq!(
             provider.grant_key(&grant("db_a")),
-            "prod\u{1f}Alice_PG\u{1f}orders_writer"
+            "prod\u{1f}\"Alice_PG\"\u{1f}\"orders_writer\""
         );
+    }
+
+    #[tokio::test]
+    async fn names_containing_the_separator_cannot_share_a_key() {
+        let provider = PostgresProvider::new(config()).unwrap();
+        let mut first = grant("db");
+        first.user = "a\u{1f}b".to_owned();
+        first.role = "c".to_owned();
+        let mut second = grant("db");
+        second.user = "a".to_owned();
+        second.role = "b\u{1f}c".to_owned();
+        assert_ne!(provider.grant_key(&first), provider.grant_key(&second));
     }
 
     #[test]

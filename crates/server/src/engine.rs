@@ -34,8 +34,8 @@ use crate::auth::Directory;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-/// A scheduled start this close to now (or just past) means "now": clocks
-/// of clients and server differ by a little.
+/// A start at most this far in the past means "now": clocks of clients
+/// and server differ by a little.
 const START_SLACK_SECS: i64 = 60;
 
 /// How long a claimed job is reserved for the worker that claimed it.
@@ -152,7 +152,9 @@ impl Broker {
         let justification = Justification::parse(&input.reason)?;
         let ticket = input.ticket.as_deref().map(Ticket::parse).transpose()?;
         let start = match input.start {
-            Some(s) if s <= now + chrono::Duration::seconds(START_SLACK_SECS) => {
+            // A start a little in the past is clock skew between client and
+            // server: start now.
+            Some(s) if s <= now => {
                 if s < now - chrono::Duration::seconds(START_SLACK_SECS) {
                     return Err(DomainError::StartInPast(s.to_rfc3339()).into());
                 }

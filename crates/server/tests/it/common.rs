@@ -1,0 +1,383 @@
+//! Shared harness: start elevate in-process on a free port (or as a real
+//! process, for crash tests), talk to it over HTTP, and set up a real
+//! PostgreSQL target.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use elevate::config::Config;
+use elevate::Running;
+use elevate_testkit::PgCluster;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// The token of a test user is `t-NAME`.
+pub fn token(user: &str) -> String {
+    format!("t-{user}")
+}
+
+/// Test users and their groups. alice requests; bob and carol are DBAs
+/// (approvers of prod); eve is a developer outside every approver scope;
+/// dave is admin and auditor.
+pub const USERS: [(&str, &[&str]); 5] = [
+    ("alice", &["developers"]),
+    ("bob", &["dba"]),
+    ("carol", &["dba"]),
+    ("eve", &["developers"]),
+    ("dave", &["security"]),
+];
+
+pub fn users_toml() -> String {
+    let mut s = String::new();
+    for (name, groups) in USERS {
+        let groups: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
+        s.push_str(&format!(
+            "[[users]]\nname = \"{name}\"\nemail = \"{name}@example.com\"\ngroups = [{}]\ntoken_hashes = [\"{}\"]\n\n",
+            groups.join(", "),
+            elevate::auth::token_hash(&token(name))
+        ));
+    }
+    s
+}
+
+/// Knobs that differ between tests.
+#[derive(Clone)]
+pub struct Setup {
+    pub pending_timeout: &'static str,
+    pub max_duration: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            pending_timeout: "3h",
+            max_duration: "1h",
+        }
+    }
+}
+
+/// Everything but the target: users, limits, eligibilities, policies over
+/// resources prod ⊃ {orders, billing}. Billing needs two approvals.
+pub fn policy_toml(target: &str, setup: &Setup) -> String {
+    format!(
+        r#"
+admins = ["group:security"]
+auditors = ["group:security"]
+
+[limits]
+min_duration = "1s"
+
+{users}
+[[eligibilities]]
+id = "developers-prod"
+subjects = ["group:developers"]
+target = "{target}"
+resources = {{ under = ["prod"] }}
+roles = ["orders_writer", "orders_reader"]
+max_duration = "{max}"
+break_glass = true
+
+[[approval_policies]]
+id = "prod-dba"
+target = "{target}"
+resources = {{ under = ["prod"] }}
+approvers = ["group:dba"]
+quorum = 1
+pending_timeout = "{timeout}"
+
+[[approval_policies]]
+id = "billing-two-person"
+target = "{target}"
+resources = {{ ids = ["billing"] }}
+approvers = ["group:dba"]
+quorum = 2
+pending_timeout = "{timeout}"
+"#,
+        users = users_toml(),
+        max = setup.max_duration,
+        timeout = setup.pending_timeout,
+    )
+}
+
+pub const RESOURCES_TOML: &str = r#"
+[[targets.resources]]
+id = "prod"
+
+[[targets.resources]]
+id = "orders"
+parent = "prod"
+tags = { team = "orders" }
+
+[[targets.resources]]
+id = "billing"
+parent = "prod"
+"#;
+
+pub fn dry_run_config(db: &Path, setup: &Setup) -> String {
+    format!(
+        "{}\n[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}\"\nretry_max_backoff = \"1s\"\n\n[[targets]]\nid = \"demo\"\nkind = \"dry-run\"\nroles = [\"orders_writer\", \"orders_reader\"]\n{RESOURCES_TOML}",
+        policy_toml("demo", setup),
+        db.display()
+    )
+}
+
+/// A real PostgreSQL target: a throwaway cluster with a broker role, two
+/// grantable roles, a table only `orders_writer` may write, and a login
+/// `alice` who has no role by default.
+pub struct PgTarget {
+    pub cluster: PgCluster,
+    pub password_file: PathBuf,
+}
+
+impl PgTarget {
+    pub fn start(dir: &Path) -> Result<PgTarget> {
+        let cluster = PgCluster::start()?;
+        cluster.psql(
+            "CREATE ROLE broker LOGIN PASSWORD 'broker-secret' CREATEROLE;
+             CREATE ROLE orders_writer NOLOGIN;
+             CREATE ROLE orders_reader NOLOGIN;
+             GRANT orders_writer TO broker WITH ADMIN OPTION;
+             GRANT orders_reader TO broker WITH ADMIN OPTION;
+             GRANT pg_signal_backend TO broker;
+             CREATE ROLE alice LOGIN PASSWORD 'alice-pw';
+             CREATE TABLE orders (id int);
+             GRANT SELECT, INSERT ON orders TO orders_writer;
+             GRANT SELECT ON orders TO orders_reader;",
+        )?;
+        let password_file = dir.join("pg-password");
+        std::fs::write(&password_file, "broker-secret\n")?;
+        Ok(PgTarget {
+            cluster,
+            password_file,
+        })
+    }
+
+    pub fn config(&self, db: &Path, setup: &Setup) -> String {
+        format!(
+            "{policy}\n[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://{db}\"\nretry_max_backoff = \"1s\"\n\n[[targets]]\nid = \"pg\"\nkind = \"postgres\"\nroles = [\"orders_writer\", \"orders_reader\"]\n[targets.postgres]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"broker\"\npassword_file = \"{pw}\"\nconnect_timeout = \"2s\"\n{RESOURCES_TOML}",
+            db = db.display(),
+            policy = policy_toml("pg", setup),
+            port = self.cluster.port(),
+            pw = self.password_file.display(),
+        )
+    }
+
+    /// Whether `user` is a member of `role`, asked of PostgreSQL itself.
+    pub fn is_member(&self, user: &str, role: &str) -> Result<bool> {
+        let out = self.cluster.psql(&format!(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE r.rolname = '{role}' AND u.rolname = '{user}'"
+        ))?;
+        Ok(out.trim() == "1")
+    }
+
+    /// A connection as alice.
+    pub async fn alice(&self) -> Result<sqlx::PgConnection> {
+        use sqlx::Connection;
+        let url = self.cluster.url("alice", Some("alice-pw"), "postgres");
+        Ok(sqlx::PgConnection::connect(&url).await?)
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub db_path: PathBuf,
+    pub config_text: String,
+    running: Option<Running>,
+    http: reqwest::Client,
+}
+
+impl TestApp {
+    /// Starts elevate in-process with `config_text` on a free port.
+    pub async fn start(config_text: &str) -> Result<TestApp> {
+        let config = Config::parse(config_text, None)
+            .map_err(|p| anyhow::anyhow!("test config invalid: {p:?}"))?;
+        let db_path = PathBuf::from(config.settings.database.trim_start_matches("sqlite://"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let running = elevate::start(config, Some(listener)).await?;
+        Ok(TestApp {
+            url: format!("http://{}", running.addr),
+            db_path,
+            config_text: config_text.to_owned(),
+            running: Some(running),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// A client for an elevate running elsewhere (a child process).
+    pub fn external(url: &str, db_path: PathBuf) -> TestApp {
+        TestApp {
+            url: url.to_owned(),
+            db_path,
+            config_text: String::new(),
+            running: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn broker(&self) -> Result<&std::sync::Arc<elevate::engine::Broker>> {
+        self.running.as_ref().map(|r| &r.broker).context("app stopped")
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, user: Option<&str>, body: Option<Value>) -> Result<(StatusCode, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(u) = user {
+            req = req.bearer_auth(token(u));
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+
+    pub async fn get(&self, user: &str, path: &str) -> Result<(StatusCode, Value)> {
+        self.call(Method::GET, path, Some(user), None).await
+    }
+
+    pub async fn post(&self, user: &str, path: &str, body: Value) -> Result<(StatusCode, Value)> {
+        self.call(Method::POST, path, Some(user), Some(body)).await
+    }
+
+    /// Creates a request and returns its id; fails unless 201.
+    pub async fn request(&self, user: &str, body: Value) -> Result<String> {
+        let (status, v) = self.post(user, "/api/v1/requests", body).await?;
+        if status != StatusCode::CREATED {
+            bail!("request refused: {status} {v}");
+        }
+        Ok(v["id"].as_str().context("no id")?.to_owned())
+    }
+
+    pub async fn approve(&self, user: &str, id: &str) -> Result<Value> {
+        let (status, v) = self
+            .post(user, &format!("/api/v1/requests/{id}/approve"), serde_json::json!({}))
+            .await?;
+        if status != StatusCode::OK {
+            bail!("approval refused: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    pub async fn show(&self, id: &str) -> Result<Value> {
+        let (status, v) = self.get("dave", &format!("/api/v1/requests/{id}")).await?;
+        if status != StatusCode::OK {
+            bail!("show failed: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    /// Polls until the request reaches `state` (bounded so a broken
+    /// feature fails the test instead of hanging it; not a speed check).
+    pub async fn wait_state(&self, id: &str, state: &str, within: Duration) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let v = self.show(id).await?;
+            if v["state"] == state {
+                return Ok(v);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{id} did not reach {state} within {within:?}; it is {}", v);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Polls `check` until it returns true, bounded by `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The path of the built `elevate` binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_elevate"))
+}
+
+/// Runs the CLI against `url` as `user`.
+pub fn cli(url: &str, user: &str, args: &[&str]) -> Result<std::process::Output> {
+    Ok(std::process::Command::new(binary())
+        .args(args)
+        .env("ELEVATE_URL", url)
+        .env("ELEVATE_TOKEN", token(user))
+        .env_remove("ELEVATE_CONFIG")
+        .output()?)
+}
+
+pub fn body(target: &str, resource: &str, role: &str, duration: &str) -> Value {
+    serde_json::json!({
+        "target": target,
+        "resource": resource,
+        "role": role,
+        "duration": duration,
+        "reason": "incident INC-42: 受注データの修正",
+    })
+}
+
+/// An elevate server running as a child process, killed on drop.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts `elevate serve --config FILE` and waits until it answers.
+    pub async fn start(config_file: &Path, port: u16) -> Result<ServerProcess> {
+        let log = std::fs::File::create(config_file.with_extension(format!("{port}.log")))?;
+        let child = std::process::Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(config_file)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let server = ServerProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let url = format!("{}/healthz", server.url);
+        eventually("the server to answer /healthz", Duration::from_secs(20), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move { Ok(http.get(&url).send().await.is_ok_and(|r| r.status().is_success())) }
+        })
+        .await?;
+        Ok(server)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

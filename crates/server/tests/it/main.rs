@@ -1,0 +1,13 @@
+//! elevate's integration tests, in one binary. Each test starts its own
+//! elevate (in-process on a free port, or as a process where it must be
+//! killed) and, where it needs one, its own real PostgreSQL cluster.
+
+mod common;
+
+mod audit;
+mod bad_input;
+mod config_check;
+mod crash;
+mod dev_mode;
+mod lifecycle;
+mod provider_failure;

@@ -8,7 +8,10 @@ use thiserror::Error;
 pub enum DomainError {
     /// A value failed to parse (bad duration, empty justification, ...).
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 
     #[error("unknown target \"{0}\"")]
     UnknownTarget(String),

@@ -332,7 +332,9 @@ impl Catalog {
             .copied()
             .min_by_key(|e| (e.approval_required, std::cmp::Reverse(e.not_after)))
             .ok_or(DomainError::TicketRequired)?;
-        Ok(Permit { eligibility: chosen })
+        Ok(Permit {
+            eligibility: chosen,
+        })
     }
 
     /// Everything `p` may request now.
@@ -443,7 +445,10 @@ pub(crate) mod tests {
 
     pub fn user(name: &str, groups: &[&str]) -> Principal {
         let mut p = Principal::new(UserName::parse(name).unwrap());
-        p.groups = groups.iter().map(|g| GroupName::parse(g).unwrap()).collect();
+        p.groups = groups
+            .iter()
+            .map(|g| GroupName::parse(g).unwrap())
+            .collect();
         p
     }
 

@@ -547,7 +547,12 @@ impl Request {
     /// Ends a grant early. The caller decides who may (the requester, an
     /// approver in scope, an admin); the event says whether it was the
     /// requester deactivating their own access or someone else revoking it.
-    pub fn revoke(self, by: &Principal, reason: Comment, now: Timestamp) -> Result<Change, DomainError> {
+    pub fn revoke(
+        self,
+        by: &Principal,
+        reason: Comment,
+        now: Timestamp,
+    ) -> Result<Change, DomainError> {
         let action = if by.name == self.requester {
             Action::GrantDeactivated
         } else {
@@ -586,7 +591,14 @@ impl Request {
             State::Pending { expires_at } if expires_at <= now => {
                 let state = State::Expired { at: now };
                 let details = json!({ "expires_at": expires_at });
-                Some(self.change(state, Action::RequestExpired, Actor::System, now, details, None))
+                Some(self.change(
+                    state,
+                    Action::RequestExpired,
+                    Actor::System,
+                    now,
+                    details,
+                    None,
+                ))
             }
             State::Scheduled { window } if window.starts_at <= now => {
                 let state = State::Approved { window };
@@ -642,8 +654,16 @@ impl Request {
         match self.state {
             State::Approved { window } => {
                 let state = State::Active { window, since: now };
-                let details = json!({ "latency_ms": (now - window.starts_at).num_milliseconds().max(0) });
-                Some(self.change(state, Action::GrantActivated, Actor::System, now, details, None))
+                let details =
+                    json!({ "latency_ms": (now - window.starts_at).num_milliseconds().max(0) });
+                Some(self.change(
+                    state,
+                    Action::GrantActivated,
+                    Actor::System,
+                    now,
+                    details,
+                    None,
+                ))
             }
             _ => None,
         }
@@ -690,7 +710,14 @@ impl Request {
             "lateness_ms": (now - window.ends_at).num_milliseconds().max(0),
             "role_kept_for": kept_for,
         });
-        Some(self.change(state, Action::GrantRemoved, Actor::System, now, details, None))
+        Some(self.change(
+            state,
+            Action::GrantRemoved,
+            Actor::System,
+            now,
+            details,
+            None,
+        ))
     }
 
     /// Grows the window of a grant by an approved extension.
@@ -705,8 +732,18 @@ impl Request {
             ends_at: w.ends_at + by.as_chrono(),
         };
         let (state, old) = match &self.state {
-            State::Scheduled { window } => (State::Scheduled { window: grow(*window) }, *window),
-            State::Approved { window } => (State::Approved { window: grow(*window) }, *window),
+            State::Scheduled { window } => (
+                State::Scheduled {
+                    window: grow(*window),
+                },
+                *window,
+            ),
+            State::Approved { window } => (
+                State::Approved {
+                    window: grow(*window),
+                },
+                *window,
+            ),
             State::Active { window, since } => (
                 State::Active {
                     window: grow(*window),
@@ -824,9 +861,15 @@ mod tests {
 
     fn pending() -> Request {
         let alice = user("alice", &["sre", "dba"]);
-        Request::create(new_request(None, false), &alice, &n("e"), Some(&requirement()), t0())
-            .unwrap()
-            .request
+        Request::create(
+            new_request(None, false),
+            &alice,
+            &n("e"),
+            Some(&requirement()),
+            t0(),
+        )
+        .unwrap()
+        .request
     }
 
     #[test]
@@ -848,10 +891,10 @@ mod tests {
         assert_eq!(once.event.action, Action::ApprovalRecorded);
         assert!(matches!(once.request.state, State::Pending { .. }));
         assert_eq!(once.effect, None);
-        let again = once
-            .request
-            .clone()
-            .approve(&user("Dan", &["dba"]), &req, Comment::default(), t0());
+        let again =
+            once.request
+                .clone()
+                .approve(&user("Dan", &["dba"]), &req, Comment::default(), t0());
         assert_eq!(again.unwrap_err(), DomainError::AlreadyApproved);
         let twice = once
             .request
@@ -888,7 +931,10 @@ mod tests {
         let p = pending();
         let deadline = p.state.deadline().unwrap();
         assert_eq!(deadline, t0() + Duration::hours(1));
-        assert!(p.clone().on_deadline(deadline - Duration::seconds(1)).is_none());
+        assert!(p
+            .clone()
+            .on_deadline(deadline - Duration::seconds(1))
+            .is_none());
         let c = p.on_deadline(deadline).unwrap();
         assert_eq!(c.request.state.name(), "expired");
     }
@@ -897,13 +943,21 @@ mod tests {
     fn scheduled_grant_starts_at_its_start_time() {
         let start = t0() + Duration::hours(2);
         let alice = user("alice", &["sre"]);
-        let c = Request::create(new_request(Some(start), false), &alice, &n("e"), None, t0()).unwrap();
+        let c =
+            Request::create(new_request(Some(start), false), &alice, &n("e"), None, t0()).unwrap();
         assert_eq!(c.effect, None);
         assert_eq!(c.request.state.deadline(), Some(start));
-        assert!(c.request.clone().on_deadline(start - Duration::seconds(1)).is_none());
+        assert!(c
+            .request
+            .clone()
+            .on_deadline(start - Duration::seconds(1))
+            .is_none());
         let started = c.request.on_deadline(start).unwrap();
         assert_eq!(started.effect, Some(Effect::Apply));
-        assert_eq!(started.request.state.window().unwrap().ends_at, start + Duration::hours(1));
+        assert_eq!(
+            started.request.state.window().unwrap().ends_at,
+            start + Duration::hours(1)
+        );
     }
 
     #[test]
@@ -917,7 +971,10 @@ mod tests {
         let ending = active.request.on_deadline(end).unwrap();
         assert_eq!(ending.effect, Some(Effect::Remove));
         assert_eq!(ending.request.state.name(), "ending");
-        let ended = ending.request.on_removed(None, end + Duration::milliseconds(5)).unwrap();
+        let ended = ending
+            .request
+            .on_removed(None, end + Duration::milliseconds(5))
+            .unwrap();
         assert_eq!(ended.request.state.name(), "ended");
         assert_eq!(ended.event.details["lateness_ms"], 5);
     }
@@ -925,20 +982,39 @@ mod tests {
     #[test]
     fn break_glass_is_granted_at_once_and_awaits_review() {
         let alice = user("alice", &["sre"]);
-        let c = Request::create(new_request(None, true), &alice, &n("e"), Some(&requirement()), t0())
-            .unwrap();
+        let c = Request::create(
+            new_request(None, true),
+            &alice,
+            &n("e"),
+            Some(&requirement()),
+            t0(),
+        )
+        .unwrap();
         assert_eq!(c.request.state.name(), "approved");
         assert_eq!(c.request.review, Review::Awaiting);
-        let self_ack = c.request.clone().acknowledge(&alice, Some(&requirement()), false, Comment::default(), t0());
+        let self_ack = c.request.clone().acknowledge(
+            &alice,
+            Some(&requirement()),
+            false,
+            Comment::default(),
+            t0(),
+        );
         assert_eq!(self_ack.unwrap_err(), DomainError::SelfApproval);
         let ack = c
             .request
-            .acknowledge(&user("dan", &["dba"]), Some(&requirement()), false, Comment::default(), t0())
+            .acknowledge(
+                &user("dan", &["dba"]),
+                Some(&requirement()),
+                false,
+                Comment::default(),
+                t0(),
+            )
             .unwrap();
         assert!(matches!(ack.request.review, Review::Acknowledged { .. }));
         let start = t0() + Duration::hours(1);
         assert_eq!(
-            Request::create(new_request(Some(start), true), &alice, &n("e"), None, t0()).unwrap_err(),
+            Request::create(new_request(Some(start), true), &alice, &n("e"), None, t0())
+                .unwrap_err(),
             DomainError::BreakGlassScheduled
         );
     }
@@ -948,10 +1024,15 @@ mod tests {
         let alice = user("alice", &["sre"]);
         let c = Request::create(new_request(None, false), &alice, &n("e"), None, t0()).unwrap();
         let active = c.request.on_applied(t0()).unwrap().request;
-        let own = active.clone().revoke(&alice, Comment::default(), t0()).unwrap();
+        let own = active
+            .clone()
+            .revoke(&alice, Comment::default(), t0())
+            .unwrap();
         assert_eq!(own.event.action, Action::GrantDeactivated);
         assert_eq!(own.effect, Some(Effect::Remove));
-        let other = active.revoke(&user("dan", &[]), Comment::default(), t0()).unwrap();
+        let other = active
+            .revoke(&user("dan", &[]), Comment::default(), t0())
+            .unwrap();
         assert_eq!(other.event.action, Action::GrantRevoked);
         let revoked = other.request.on_removed(None, t0()).unwrap();
         assert_eq!(revoked.request.state.name(), "revoked");
@@ -982,7 +1063,11 @@ mod tests {
     fn an_apply_arriving_after_revocation_changes_nothing() {
         let alice = user("alice", &["sre"]);
         let c = Request::create(new_request(None, false), &alice, &n("e"), None, t0()).unwrap();
-        let ending = c.request.revoke(&alice, Comment::default(), t0()).unwrap().request;
+        let ending = c
+            .request
+            .revoke(&alice, Comment::default(), t0())
+            .unwrap()
+            .request;
         assert!(ending.on_applied(t0()).is_none());
     }
 }

@@ -132,10 +132,7 @@ pub struct Name(String);
 impl Name {
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, DomainError> {
         if raw.is_empty() || raw.chars().count() > 200 {
-            return Err(DomainError::invalid(
-                field,
-                "must have 1 to 200 characters",
-            ));
+            return Err(DomainError::invalid(field, "must have 1 to 200 characters"));
         }
         if has_control(raw) || raw.trim() != raw {
             return Err(DomainError::invalid(
@@ -477,7 +474,16 @@ mod tests {
         assert_eq!(Span::parse("d", "90").unwrap().secs(), 90);
         assert_eq!(Span::parse("d", "2d").unwrap().secs(), 172_800);
         assert_eq!(Span::parse("d", "1h30m").unwrap().to_string(), "1h30m");
-        for bad in ["", "h", "1x", "0m", "-5m", "1.5h", "99999999999999999999d", "400d"] {
+        for bad in [
+            "",
+            "h",
+            "1x",
+            "0m",
+            "-5m",
+            "1.5h",
+            "99999999999999999999d",
+            "400d",
+        ] {
             assert!(Span::parse("d", bad).is_err(), "{bad} should be refused");
         }
     }

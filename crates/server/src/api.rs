@@ -51,7 +51,10 @@ pub fn router(broker: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(broker.clone(), count_responses))
+        .layer(axum::middleware::from_fn_with_state(
+            broker.clone(),
+            count_responses,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(broker)
 }
@@ -85,20 +88,20 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::client(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "send an API token as 'Authorization: Bearer TOKEN'",
-                )
-            })?;
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::client(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send an API token as 'Authorization: Bearer TOKEN'",
+            )
+        })?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
@@ -108,13 +111,17 @@ impl FromRequestParts<AppState> for Caller {
                     "the Authorization header must be 'Bearer TOKEN'",
                 )
             })?;
-        state.directory.authenticate(token).map(Caller).ok_or_else(|| {
-            ApiError::client(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "this API token is not valid",
-            )
-        })
+        state
+            .directory
+            .authenticate(token)
+            .map(Caller)
+            .ok_or_else(|| {
+                ApiError::client(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "this API token is not valid",
+                )
+            })
     }
 }
 
@@ -152,7 +159,9 @@ where
                     "body_too_large",
                     "the request body is too large",
                 ),
-                other => ApiError::client(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
+                other => {
+                    ApiError::client(StatusCode::BAD_REQUEST, "bad_request", other.body_text())
+                }
             }),
         }
     }
@@ -207,11 +216,17 @@ fn status_text(s: &StoredRequest) -> String {
             format!("pending ({} approval(s) so far)", r.approvals.len())
         }
         RState::Approved { .. } if s.apply_failures > 0 => {
-            format!("applying, target failing ({} failed attempt(s), retrying)", s.apply_failures)
+            format!(
+                "applying, target failing ({} failed attempt(s), retrying)",
+                s.apply_failures
+            )
         }
         RState::Approved { .. } => "approved, being applied".into(),
         RState::Ending { .. } if s.removal_failures > 0 => {
-            format!("revocation failing ({} attempt(s), retrying)", s.removal_failures)
+            format!(
+                "revocation failing ({} attempt(s), retrying)",
+                s.removal_failures
+            )
         }
         RState::Ending { .. } => "being removed".into(),
         RState::Failed { reason, .. } => format!("failed: {reason}"),
@@ -232,14 +247,27 @@ pub fn view(b: &Broker, s: &StoredRequest) -> Value {
         .approval_requirement(&r.target, &r.resource, &r.role);
     let window = r.state.window();
     let (decided_by, decision_comment, ended_at) = match &r.state {
-        RState::Rejected { by, comment, at } => (Some(by.to_string()), Some(comment.as_str().to_owned()), Some(*at)),
-        RState::Revoked { by, reason, at, .. } => (Some(by.to_string()), Some(reason.as_str().to_owned()), Some(*at)),
-        RState::Cancelled { by, reason, at } => (Some(by.to_string()), Some(reason.clone()), Some(*at)),
-        RState::Ended { at, .. } | RState::Expired { at } | RState::Extended { at } => (None, None, Some(*at)),
-        RState::Failed { at, reason, .. } => (None, Some(reason.clone()), Some(*at)),
-        RState::Ending { removal: elevate_core::request::Removal::Revoked { by, reason }, .. } => {
-            (Some(by.to_string()), Some(reason.as_str().to_owned()), None)
+        RState::Rejected { by, comment, at } => (
+            Some(by.to_string()),
+            Some(comment.as_str().to_owned()),
+            Some(*at),
+        ),
+        RState::Revoked { by, reason, at, .. } => (
+            Some(by.to_string()),
+            Some(reason.as_str().to_owned()),
+            Some(*at),
+        ),
+        RState::Cancelled { by, reason, at } => {
+            (Some(by.to_string()), Some(reason.clone()), Some(*at))
         }
+        RState::Ended { at, .. } | RState::Expired { at } | RState::Extended { at } => {
+            (None, None, Some(*at))
+        }
+        RState::Failed { at, reason, .. } => (None, Some(reason.clone()), Some(*at)),
+        RState::Ending {
+            removal: elevate_core::request::Removal::Revoked { by, reason },
+            ..
+        } => (Some(by.to_string()), Some(reason.as_str().to_owned()), None),
         _ => (None, None, None),
     };
     json!({
@@ -387,12 +415,24 @@ struct ListQuery {
 }
 
 const STATES: [&str; 12] = [
-    "pending", "scheduled", "approved", "active", "ending", "ended", "revoked", "rejected",
-    "cancelled", "expired", "failed", "extended",
+    "pending",
+    "scheduled",
+    "approved",
+    "active",
+    "ending",
+    "ended",
+    "revoked",
+    "rejected",
+    "cancelled",
+    "expired",
+    "failed",
+    "extended",
 ];
 
 fn states_filter(raw: Option<&str>) -> Result<Vec<String>, ApiError> {
-    let Some(raw) = raw.filter(|s| !s.is_empty()) else { return Ok(Vec::new()) };
+    let Some(raw) = raw.filter(|s| !s.is_empty()) else {
+        return Ok(Vec::new());
+    };
     raw.split(',')
         .map(|s| {
             let s = s.trim();
@@ -413,7 +453,11 @@ fn limit(raw: Option<i64>) -> Result<i64, ApiError> {
     match raw {
         None => Ok(500),
         Some(n) if (1..=10_000).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::client(StatusCode::BAD_REQUEST, "invalid_query", "limit must be between 1 and 10000")),
+        Some(_) => Err(ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "limit must be between 1 and 10000",
+        )),
     }
 }
 
@@ -499,16 +543,31 @@ async fn list_grants(
     Q(q): Q<GrantsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let states: Vec<String> = if q.active.unwrap_or(false) {
-        ["approved", "active", "ending"].iter().map(|s| s.to_string()).collect()
-    } else {
-        ["scheduled", "approved", "active", "ending", "ended", "revoked", "failed"]
+        ["approved", "active", "ending"]
             .iter()
             .map(|s| s.to_string())
             .collect()
+    } else {
+        [
+            "scheduled",
+            "approved",
+            "active",
+            "ending",
+            "ended",
+            "revoked",
+            "failed",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let scope = q.scope.as_deref().unwrap_or("mine");
     if scope == "pending" {
-        return Err(ApiError::client(StatusCode::BAD_REQUEST, "invalid_query", "scope must be mine or all"));
+        return Err(ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "scope must be mine or all",
+        ));
     }
     let grants = list_scoped(&b, &p, scope, states, limit(q.limit)?).await?;
     Ok(Json(json!({ "grants": grants })))
@@ -536,7 +595,10 @@ async fn show_request(
     let extensions = b.store.extensions_of(&id).await?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("attempts".into(), json!(attempts));
-        obj.insert("events".into(), Value::Array(events.iter().map(audit_view).collect()));
+        obj.insert(
+            "events".into(),
+            Value::Array(events.iter().map(audit_view).collect()),
+        );
         obj.insert(
             "extensions".into(),
             Value::Array(extensions.iter().map(|e| view(&b, e)).collect()),
@@ -556,15 +618,29 @@ struct CommentBody {
 async fn optional_comment(req: Request) -> Result<CommentBody, ApiError> {
     let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
-        .map_err(|_| ApiError::client(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large"))?;
+        .map_err(|_| {
+            ApiError::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is too large",
+            )
+        })?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(CommentBody::default());
     }
     serde_json::from_slice::<CommentBody>(&bytes).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
-            ApiError::client(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
+            ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {e}"),
+            )
         } else {
-            ApiError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string())
+            ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                e.to_string(),
+            )
         }
     })
 }
@@ -577,7 +653,9 @@ async fn approve(
 ) -> Result<Json<Value>, ApiError> {
     let id = request_id(&id)?;
     let body = optional_comment(req).await?;
-    let r = b.approve(&p, &id, comment(body.comment.as_deref())?).await?;
+    let r = b
+        .approve(&p, &id, comment(body.comment.as_deref())?)
+        .await?;
     Ok(Json(view(&b, &r)))
 }
 
@@ -625,7 +703,9 @@ async fn acknowledge(
 ) -> Result<Json<Value>, ApiError> {
     let id = request_id(&id)?;
     let body = optional_comment(req).await?;
-    let r = b.acknowledge(&p, &id, comment(body.comment.as_deref())?).await?;
+    let r = b
+        .acknowledge(&p, &id, comment(body.comment.as_deref())?)
+        .await?;
     Ok(Json(view(&b, &r)))
 }
 
@@ -647,7 +727,13 @@ async fn extend(
     let id = request_id(&id)?;
     let ticket = body.ticket.filter(|t| !t.trim().is_empty());
     let r = b
-        .extend(&p, &id, &body.duration.text(), &body.reason, ticket.as_deref())
+        .extend(
+            &p,
+            &id,
+            &body.duration.text(),
+            &body.reason,
+            ticket.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(view(&b, &r))))
 }
@@ -677,8 +763,17 @@ struct AuditQuery {
 
 fn audit_filter(q: &AuditQuery) -> Result<AuditFilter, ApiError> {
     Ok(AuditFilter {
-        since: q.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
-        request: q.request.as_deref().map(request_id).transpose()?.map(|r| r.to_string()),
+        since: q
+            .since
+            .as_deref()
+            .map(|s| parse_time("since", s))
+            .transpose()?,
+        request: q
+            .request
+            .as_deref()
+            .map(request_id)
+            .transpose()?
+            .map(|r| r.to_string()),
         after_seq: None,
         limit: q.limit.map(|l| limit(Some(l))).transpose()?,
     })
@@ -693,7 +788,9 @@ async fn audit_list(
     let mut filter = audit_filter(&q)?;
     filter.limit = Some(filter.limit.unwrap_or(1000));
     let events = b.store.audit_events(&filter).await?;
-    Ok(Json(json!({ "events": events.iter().map(audit_view).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "events": events.iter().map(audit_view).collect::<Vec<_>>() }),
+    ))
 }
 
 async fn audit_export(
@@ -709,10 +806,17 @@ async fn audit_export(
         body.push_str(&audit_view(e).to_string());
         body.push('\n');
     }
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")], body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")],
+        body,
+    )
+        .into_response())
 }
 
-async fn audit_verify(State(b): State<AppState>, Caller(p): Caller) -> Result<Json<Value>, ApiError> {
+async fn audit_verify(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Json<Value>, ApiError> {
     require_auditor(&b, &p)?;
     let v = b.store.verify_audit().await?;
     Ok(Json(json!(v)))
@@ -734,7 +838,11 @@ async fn readyz(State(b): State<AppState>) -> Response {
     let db = b.store.ping().await.is_ok();
     let version = b.store.schema_version().await.unwrap_or(0);
     let current = version == elevate_store::SCHEMA_VERSION as i64;
-    let status = if db && current { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db && current {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(json!({ "database": db, "schema_version": version, "migrations_current": current })),

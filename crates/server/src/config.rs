@@ -368,7 +368,12 @@ impl Checker<'_> {
         Some(line_col(self.text, s.span().start).0)
     }
 
-    fn error(&mut self, line: Option<usize>, location: impl Into<String>, message: impl Into<String>) {
+    fn error(
+        &mut self,
+        line: Option<usize>,
+        location: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             line,
             column: None,
@@ -378,7 +383,12 @@ impl Checker<'_> {
         });
     }
 
-    fn warn(&mut self, line: Option<usize>, location: impl Into<String>, message: impl Into<String>) {
+    fn warn(
+        &mut self,
+        line: Option<usize>,
+        location: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             line,
             column: None,
@@ -388,7 +398,13 @@ impl Checker<'_> {
         });
     }
 
-    fn span(&mut self, line: Option<usize>, loc: &str, field: &'static str, raw: &str) -> Option<Span> {
+    fn span(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        field: &'static str,
+        raw: &str,
+    ) -> Option<Span> {
         match Span::parse(field, raw) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -398,7 +414,13 @@ impl Checker<'_> {
         }
     }
 
-    fn name(&mut self, line: Option<usize>, loc: &str, field: &'static str, raw: &str) -> Option<Name> {
+    fn name(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        field: &'static str,
+        raw: &str,
+    ) -> Option<Name> {
         match Name::parse(field, raw) {
             Ok(n) => Some(n),
             Err(e) => {
@@ -436,7 +458,11 @@ impl Checker<'_> {
         ] {
             for (i, id) in list.iter().enumerate() {
                 let Ok(n) = Name::parse("resource", id) else {
-                    self.error(line, format!("{loc}resources.{field}[{i}]"), format!("\"{id}\" is not a valid resource id"));
+                    self.error(
+                        line,
+                        format!("{loc}resources.{field}[{i}]"),
+                        format!("\"{id}\" is not a valid resource id"),
+                    );
                     continue;
                 };
                 if let Some(t) = target {
@@ -465,7 +491,8 @@ impl Checker<'_> {
         let settings = self.settings(&file.server);
         let limits = self.limits(&file.limits);
         let users = self.users(&file.users);
-        let known_users: BTreeSet<UserName> = users.iter().map(|u| u.principal.name.clone()).collect();
+        let known_users: BTreeSet<UserName> =
+            users.iter().map(|u| u.principal.name.clone()).collect();
         let known_groups: BTreeSet<GroupName> = users
             .iter()
             .flat_map(|u| u.principal.groups.iter().cloned())
@@ -489,19 +516,39 @@ impl Checker<'_> {
             let line = self.line_of(spanned);
             let e = spanned.get_ref();
             let loc = format!("eligibilities[{i}] \"{}\" ", e.id);
-            let Some(id) = self.name(line, &loc, "id", &e.id) else { continue };
+            let Some(id) = self.name(line, &loc, "id", &e.id) else {
+                continue;
+            };
             if !seen.insert(id.clone()) {
-                self.error(line, loc.clone(), format!("duplicate eligibility id \"{id}\""));
+                self.error(
+                    line,
+                    loc.clone(),
+                    format!("duplicate eligibility id \"{id}\""),
+                );
             }
             let subjects = self.subjects(line, &format!("{loc}subjects"), &e.subjects);
             if subjects.is_empty() {
-                self.error(line, format!("{loc}subjects"), "names nobody: add user:NAME or group:NAME");
+                self.error(
+                    line,
+                    format!("{loc}subjects"),
+                    "names nobody: add user:NAME or group:NAME",
+                );
             }
-            self.check_subjects_known(line, &format!("{loc}subjects"), &subjects, &known_users, &known_groups);
+            self.check_subjects_known(
+                line,
+                &format!("{loc}subjects"),
+                &subjects,
+                &known_users,
+                &known_groups,
+            );
             let target_name = self.name(line, &loc, "target", &e.target);
             let target = target_name.as_ref().and_then(|t| targets.get(t));
             if target.is_none() && target_name.is_some() {
-                self.error(line, format!("{loc}target"), format!("unknown target \"{}\"", e.target));
+                self.error(
+                    line,
+                    format!("{loc}target"),
+                    format!("unknown target \"{}\"", e.target),
+                );
             }
             let resources = self.selector(line, &loc, target, &e.resources);
             let roles = self.roles(line, &loc, target, &e.roles);
@@ -514,17 +561,29 @@ impl Checker<'_> {
             };
             if let Some(m) = max_duration {
                 if m < limits.min_duration {
-                    self.error(line, format!("{loc}max_duration"), format!("{m} is below limits.min_duration ({})", limits.min_duration));
+                    self.error(
+                        line,
+                        format!("{loc}max_duration"),
+                        format!("{m} is below limits.min_duration ({})", limits.min_duration),
+                    );
                 }
             }
-            let not_before = e.not_before.as_ref().and_then(|d| self.datetime(line, &loc, "not_before", d));
-            let not_after = e.not_after.as_ref().and_then(|d| self.datetime(line, &loc, "not_after", d));
+            let not_before = e
+                .not_before
+                .as_ref()
+                .and_then(|d| self.datetime(line, &loc, "not_before", d));
+            let not_after = e
+                .not_after
+                .as_ref()
+                .and_then(|d| self.datetime(line, &loc, "not_after", d));
             if let (Some(nb), Some(na)) = (not_before, not_after) {
                 if nb >= na {
                     self.error(line, format!("{loc}not_after"), "must be after not_before");
                 }
             }
-            let (Some(target_name), Some(max_duration)) = (target_name, max_duration) else { continue };
+            let (Some(target_name), Some(max_duration)) = (target_name, max_duration) else {
+                continue;
+            };
             eligibilities.push(EligibilityDraft {
                 eligibility: Eligibility {
                     id,
@@ -550,22 +609,42 @@ impl Checker<'_> {
             let line = self.line_of(spanned);
             let p = spanned.get_ref();
             let loc = format!("approval_policies[{i}] \"{}\" ", p.id);
-            let Some(id) = self.name(line, &loc, "id", &p.id) else { continue };
+            let Some(id) = self.name(line, &loc, "id", &p.id) else {
+                continue;
+            };
             if !seen.insert(id.clone()) {
-                self.error(line, loc.clone(), format!("duplicate approval policy id \"{id}\""));
+                self.error(
+                    line,
+                    loc.clone(),
+                    format!("duplicate approval policy id \"{id}\""),
+                );
             }
             let target_name = self.name(line, &loc, "target", &p.target);
             let target = target_name.as_ref().and_then(|t| targets.get(t));
             if target.is_none() && target_name.is_some() {
-                self.error(line, format!("{loc}target"), format!("unknown target \"{}\"", p.target));
+                self.error(
+                    line,
+                    format!("{loc}target"),
+                    format!("unknown target \"{}\"", p.target),
+                );
             }
             let resources = self.selector(line, &loc, target, &p.resources);
             let roles = p.roles.as_ref().map(|r| self.roles(line, &loc, target, r));
             let approvers = self.subjects(line, &format!("{loc}approvers"), &p.approvers);
             if approvers.is_empty() {
-                self.error(line, format!("{loc}approvers"), "names nobody: add user:NAME or group:NAME");
+                self.error(
+                    line,
+                    format!("{loc}approvers"),
+                    "names nobody: add user:NAME or group:NAME",
+                );
             }
-            self.check_subjects_known(line, &format!("{loc}approvers"), &approvers, &known_users, &known_groups);
+            self.check_subjects_known(
+                line,
+                &format!("{loc}approvers"),
+                &approvers,
+                &known_users,
+                &known_groups,
+            );
             if p.quorum == 0 {
                 self.error(line, format!("{loc}quorum"), "must be at least 1");
             }
@@ -577,14 +656,19 @@ impl Checker<'_> {
                 self.warn(
                     line,
                     format!("{loc}quorum"),
-                    format!("needs {} approvers but only {possible} known user(s) can approve", p.quorum),
+                    format!(
+                        "needs {} approvers but only {possible} known user(s) can approve",
+                        p.quorum
+                    ),
                 );
             }
             let pending_timeout = match &p.pending_timeout {
                 Some(raw) => self.span(line, &loc, "pending_timeout", raw),
                 None => Some(limits.default_pending_timeout),
             };
-            let (Some(target_name), Some(pending_timeout)) = (target_name, pending_timeout) else { continue };
+            let (Some(target_name), Some(pending_timeout)) = (target_name, pending_timeout) else {
+                continue;
+            };
             policies.push(ApprovalPolicy {
                 id,
                 target: target_name,
@@ -617,7 +701,9 @@ impl Checker<'_> {
     fn check_approvability(&mut self, config: &Config) {
         let catalog = config.catalog(&HashMap::new(), chrono::Utc::now());
         for e in catalog.eligibilities.iter().filter(|e| e.approval_required) {
-            let Some(t) = catalog.targets.get(&e.target) else { continue };
+            let Some(t) = catalog.targets.get(&e.target) else {
+                continue;
+            };
             let mut uncovered = Vec::new();
             for r in t.resources.values().filter(|r| e.resources.matches(t, r)) {
                 for role in &e.roles {
@@ -650,27 +736,45 @@ impl Checker<'_> {
     ) {
         for s in subjects {
             match s {
-                Subject::User(u) if !users.contains(u) => {
-                    self.warn(line, loc.to_string(), format!("user \"{u}\" is not a configured user"))
-                }
-                Subject::Group(g) if !groups.contains(g) => {
-                    self.warn(line, loc.to_string(), format!("no configured user is in group \"{g}\""))
-                }
+                Subject::User(u) if !users.contains(u) => self.warn(
+                    line,
+                    loc.to_string(),
+                    format!("user \"{u}\" is not a configured user"),
+                ),
+                Subject::Group(g) if !groups.contains(g) => self.warn(
+                    line,
+                    loc.to_string(),
+                    format!("no configured user is in group \"{g}\""),
+                ),
                 _ => {}
             }
         }
     }
 
-    fn roles(&mut self, line: Option<usize>, loc: &str, target: Option<&Target>, raw: &[String]) -> BTreeSet<Name> {
+    fn roles(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        target: Option<&Target>,
+        raw: &[String],
+    ) -> BTreeSet<Name> {
         let mut out = BTreeSet::new();
         for (i, r) in raw.iter().enumerate() {
             let Ok(n) = Name::parse("role", r) else {
-                self.error(line, format!("{loc}roles[{i}]"), format!("\"{r}\" is not a valid role name"));
+                self.error(
+                    line,
+                    format!("{loc}roles[{i}]"),
+                    format!("\"{r}\" is not a valid role name"),
+                );
                 continue;
             };
             if let Some(t) = target {
                 if !t.roles.contains(&n) {
-                    self.error(line, format!("{loc}roles[{i}]"), format!("unknown role \"{r}\" on target \"{}\"", t.id));
+                    self.error(
+                        line,
+                        format!("{loc}roles[{i}]"),
+                        format!("unknown role \"{r}\" on target \"{}\"", t.id),
+                    );
                 }
             }
             out.insert(n);
@@ -678,7 +782,13 @@ impl Checker<'_> {
         out
     }
 
-    fn datetime(&mut self, line: Option<usize>, loc: &str, field: &str, d: &toml::value::Datetime) -> Option<Timestamp> {
+    fn datetime(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        field: &str,
+        d: &toml::value::Datetime,
+    ) -> Option<Timestamp> {
         // Accept a full RFC 3339 instant or a bare date (midnight UTC).
         let text = d.to_string();
         let parsed = chrono::DateTime::parse_from_rfc3339(&text)
@@ -691,7 +801,11 @@ impl Checker<'_> {
                     .map(|n| n.and_utc())
             });
         if parsed.is_none() {
-            self.error(line, format!("{loc}{field}"), format!("\"{text}\" must be a date (2026-12-31) or a date-time with offset"));
+            self.error(
+                line,
+                format!("{loc}{field}"),
+                format!("\"{text}\" must be a date (2026-12-31) or a date-time with offset"),
+            );
         }
         parsed
     }
@@ -700,12 +814,20 @@ impl Checker<'_> {
         let listen = match s.listen.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.error(None, "server.listen", format!("\"{}\" is not an address like 127.0.0.1:7070", s.listen));
+                self.error(
+                    None,
+                    "server.listen",
+                    format!("\"{}\" is not an address like 127.0.0.1:7070", s.listen),
+                );
                 None
             }
         };
         if s.max_body_bytes < 1024 || s.max_body_bytes > 16 * 1024 * 1024 {
-            self.error(None, "server.max_body_bytes", "must be between 1024 and 16777216");
+            self.error(
+                None,
+                "server.max_body_bytes",
+                "must be between 1024 and 16777216",
+            );
         }
         let backoff = match &s.retry_max_backoff {
             Some(raw) => self.span(None, "server.", "retry_max_backoff", raw),
@@ -721,13 +843,25 @@ impl Checker<'_> {
 
     fn limits(&mut self, l: &LimitsSection) -> Limits {
         let mut limits = Limits::default();
-        if let Some(s) = l.min_duration.as_deref().and_then(|r| self.span(None, "limits.", "min_duration", r)) {
+        if let Some(s) = l
+            .min_duration
+            .as_deref()
+            .and_then(|r| self.span(None, "limits.", "min_duration", r))
+        {
             limits.min_duration = s;
         }
-        if let Some(s) = l.max_schedule_ahead.as_deref().and_then(|r| self.span(None, "limits.", "max_schedule_ahead", r)) {
+        if let Some(s) = l
+            .max_schedule_ahead
+            .as_deref()
+            .and_then(|r| self.span(None, "limits.", "max_schedule_ahead", r))
+        {
             limits.max_schedule_ahead = s;
         }
-        if let Some(s) = l.default_pending_timeout.as_deref().and_then(|r| self.span(None, "limits.", "default_pending_timeout", r)) {
+        if let Some(s) = l
+            .default_pending_timeout
+            .as_deref()
+            .and_then(|r| self.span(None, "limits.", "default_pending_timeout", r))
+        {
             limits.default_pending_timeout = s;
         }
         limits
@@ -748,7 +882,11 @@ impl Checker<'_> {
                 }
             };
             if out.iter().any(|o| o.principal.name == name) {
-                self.error(line, loc.clone(), format!("duplicate user \"{name}\" (names compare case-insensitively)"));
+                self.error(
+                    line,
+                    loc.clone(),
+                    format!("duplicate user \"{name}\" (names compare case-insensitively)"),
+                );
             }
             let mut principal = Principal::new(name);
             principal.display_name = u.display_name.clone();
@@ -756,7 +894,11 @@ impl Checker<'_> {
                 match Email::parse(raw) {
                     Ok(e) => {
                         if !emails.insert(e.clone()) {
-                            self.error(line, format!("{loc} email"), format!("e-mail {raw} is used by two users"));
+                            self.error(
+                                line,
+                                format!("{loc} email"),
+                                format!("e-mail {raw} is used by two users"),
+                            );
                         }
                         principal.email = Some(e);
                     }
@@ -801,7 +943,9 @@ impl Checker<'_> {
             let line = self.line_of(spanned);
             let t = spanned.get_ref();
             let loc = format!("targets[{i}] \"{}\" ", t.id);
-            let Some(id) = self.name(line, &loc, "id", &t.id) else { continue };
+            let Some(id) = self.name(line, &loc, "id", &t.id) else {
+                continue;
+            };
             if targets.contains_key(&id) {
                 self.error(line, loc.clone(), format!("duplicate target id \"{id}\""));
                 continue;
@@ -811,7 +955,11 @@ impl Checker<'_> {
                 match Name::parse("role", r) {
                     Ok(n) => {
                         if t.kind == "postgres" && (r.len() > 63 || r.contains('\0')) {
-                            self.error(line, format!("{loc}roles[{j}]"), format!("\"{r}\" is not a PostgreSQL role name (at most 63 bytes)"));
+                            self.error(
+                                line,
+                                format!("{loc}roles[{j}]"),
+                                format!("\"{r}\" is not a PostgreSQL role name (at most 63 bytes)"),
+                            );
                         }
                         roles.insert(n);
                     }
@@ -819,18 +967,31 @@ impl Checker<'_> {
                 }
             }
             if roles.is_empty() {
-                self.error(line, format!("{loc}roles"), "a target needs at least one grantable role");
+                self.error(
+                    line,
+                    format!("{loc}roles"),
+                    "a target needs at least one grantable role",
+                );
             }
             let mut resources: BTreeMap<Name, Resource> = BTreeMap::new();
             for (j, rs) in t.resources.iter().enumerate() {
                 let rline = self.line_of(rs);
                 let r = rs.get_ref();
                 let rloc = format!("{loc}resources[{j}] \"{}\"", r.id);
-                let Some(rid) = self.name(rline, &rloc, "id", &r.id) else { continue };
+                let Some(rid) = self.name(rline, &rloc, "id", &r.id) else {
+                    continue;
+                };
                 if resources.contains_key(&rid) {
-                    self.error(rline, rloc.clone(), format!("duplicate resource id \"{rid}\""));
+                    self.error(
+                        rline,
+                        rloc.clone(),
+                        format!("duplicate resource id \"{rid}\""),
+                    );
                 }
-                let parent = r.parent.as_ref().and_then(|p| self.name(rline, &rloc, "parent", p));
+                let parent = r
+                    .parent
+                    .as_ref()
+                    .and_then(|p| self.name(rline, &rloc, "parent", p));
                 resources.insert(
                     rid.clone(),
                     Resource {
@@ -842,7 +1003,11 @@ impl Checker<'_> {
                 );
             }
             if resources.is_empty() {
-                self.error(line, format!("{loc}resources"), "a target needs at least one resource");
+                self.error(
+                    line,
+                    format!("{loc}resources"),
+                    "a target needs at least one resource",
+                );
             }
             // Parents must exist and must not form a cycle.
             for r in resources.values() {
@@ -850,11 +1015,19 @@ impl Checker<'_> {
                 let mut current = r.parent.clone();
                 while let Some(p) = current {
                     if !resources.contains_key(&p) {
-                        self.error(line, format!("{loc}resources \"{}\" parent", r.id), format!("unknown parent \"{p}\""));
+                        self.error(
+                            line,
+                            format!("{loc}resources \"{}\" parent", r.id),
+                            format!("unknown parent \"{p}\""),
+                        );
                         break;
                     }
                     if !seen.insert(p.clone()) || p == r.id {
-                        self.error(line, format!("{loc}resources \"{}\" parent", r.id), "the parents form a cycle");
+                        self.error(
+                            line,
+                            format!("{loc}resources \"{}\" parent", r.id),
+                            "the parents form a cycle",
+                        );
                         break;
                     }
                     current = resources.get(&p).and_then(|x| x.parent.clone());
@@ -863,16 +1036,30 @@ impl Checker<'_> {
             let connection = match (t.kind.as_str(), &t.postgres) {
                 ("dry-run", None) => Some(TargetConnection::DryRun),
                 ("dry-run", Some(_)) => {
-                    self.error(line, format!("{loc}postgres"), "a dry-run target takes no connection settings");
+                    self.error(
+                        line,
+                        format!("{loc}postgres"),
+                        "a dry-run target takes no connection settings",
+                    );
                     None
                 }
-                ("postgres", Some(pg)) => self.postgres(line, &loc, pg, &roles, base).map(TargetConnection::Postgres),
+                ("postgres", Some(pg)) => self
+                    .postgres(line, &loc, pg, &roles, base)
+                    .map(TargetConnection::Postgres),
                 ("postgres", None) => {
-                    self.error(line, loc.clone(), "a postgres target needs a [targets.postgres] section");
+                    self.error(
+                        line,
+                        loc.clone(),
+                        "a postgres target needs a [targets.postgres] section",
+                    );
                     None
                 }
                 (other, _) => {
-                    self.error(line, format!("{loc}kind"), format!("unknown target kind \"{other}\" (known: postgres, dry-run)"));
+                    self.error(
+                        line,
+                        format!("{loc}kind"),
+                        format!("unknown target kind \"{other}\" (known: postgres, dry-run)"),
+                    );
                     None
                 }
             };
@@ -901,9 +1088,17 @@ impl Checker<'_> {
         roles: &BTreeSet<Name>,
         base: Option<&Path>,
     ) -> Option<PostgresConfig> {
-        let sources = [pg.password.is_some(), pg.password_file.is_some(), pg.password_env.is_some()];
+        let sources = [
+            pg.password.is_some(),
+            pg.password_file.is_some(),
+            pg.password_env.is_some(),
+        ];
         if sources.iter().filter(|s| **s).count() > 1 {
-            self.error(line, format!("{loc}postgres"), "give only one of password, password_file, password_env");
+            self.error(
+                line,
+                format!("{loc}postgres"),
+                "give only one of password, password_file, password_env",
+            );
             return None;
         }
         let password = if let Some(p) = &pg.password {
@@ -914,7 +1109,11 @@ impl Checker<'_> {
             match std::fs::read_to_string(&path) {
                 Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
                 Err(e) => {
-                    self.error(line, format!("{loc}postgres.password_file"), format!("cannot read {}: {e}", path.display()));
+                    self.error(
+                        line,
+                        format!("{loc}postgres.password_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
                     return None;
                 }
             }
@@ -922,7 +1121,11 @@ impl Checker<'_> {
             match std::env::var(var) {
                 Ok(v) => Some(v),
                 Err(_) => {
-                    self.error(line, format!("{loc}postgres.password_env"), format!("environment variable {var} is not set"));
+                    self.error(
+                        line,
+                        format!("{loc}postgres.password_env"),
+                        format!("environment variable {var} is not set"),
+                    );
                     return None;
                 }
             }
@@ -935,7 +1138,11 @@ impl Checker<'_> {
         };
         for (k, v) in &pg.user_map {
             if UserName::parse(k).is_err() || v.is_empty() || v.len() > 63 || v.contains('\0') {
-                self.error(line, format!("{loc}postgres.user_map"), format!("\"{k}\" = \"{v}\" is not a valid mapping"));
+                self.error(
+                    line,
+                    format!("{loc}postgres.user_map"),
+                    format!("\"{k}\" = \"{v}\" is not a valid mapping"),
+                );
             }
         }
         Some(PostgresConfig {
@@ -952,5 +1159,87 @@ impl Checker<'_> {
                 .collect(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, None) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems
+                .iter()
+                .filter(|p| !p.warning)
+                .map(|p| p.to_string())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        std::env::set_var("ELEVATE_ORDERS_DB_PASSWORD", "example");
+        let text = include_str!("../../../examples/elevate.toml");
+        let config = Config::parse(text, None).unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(config.connections.len(), 2);
+        let catalog = config.catalog(&HashMap::new(), chrono::Utc::now());
+        let req = catalog
+            .approval_requirement(
+                &Name::parse("t", "orders-db").unwrap(),
+                &Name::parse("t", "orders").unwrap(),
+                &Name::parse("t", "orders_writer").unwrap(),
+            )
+            .unwrap();
+        assert_eq!(req.quorum, 2);
+    }
+
+    #[test]
+    fn problems_carry_their_line_and_all_are_reported_at_once() {
+        let text = "[[targets]]\nid = \"t\"\nkind = \"dry-run\"\nroles = [\"r\"]\n[[targets.resources]]\nid = \"a\"\nparent = \"nowhere\"\n\n[[eligibilities]]\nid = \"e\"\nsubjects = [\"sre\"]\ntarget = \"t\"\nresources = { ids = [\"b\"] }\nroles = [\"x\"]\nmax_duration = \"8 hours\"\n";
+        let errs = errors(text);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("unknown parent \"nowhere\"")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("line 9") && e.contains("user:NAME or group:NAME")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("unknown resource \"b\"")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("unknown role \"x\"")),
+            "{errs:?}"
+        );
+        assert!(errs.iter().any(|e| e.contains("8 hours")), "{errs:?}");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_an_error_not_a_silent_default() {
+        let errs = errors("[[eligibilities]]\nid = \"e\"\napproval_requried = false\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("approval_requried") && errs[0].starts_with("line "),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_default_validity_is_one_year_from_first_sight() {
+        let text = "[[users]]\nname = \"a\"\ngroups = [\"g\"]\n[[targets]]\nid = \"t\"\nkind = \"dry-run\"\nroles = [\"r\"]\n[[targets.resources]]\nid = \"x\"\n[[eligibilities]]\nid = \"e\"\nsubjects = [\"group:g\"]\ntarget = \"t\"\nresources = { ids = [\"x\"] }\nroles = [\"r\"]\napproval_required = false\n";
+        let config = Config::parse(text, None).unwrap();
+        let first = chrono::Utc::now() - chrono::Duration::days(10);
+        let seen: HashMap<String, Timestamp> = [("e".to_string(), first)].into_iter().collect();
+        let catalog = config.catalog(&seen, chrono::Utc::now());
+        assert_eq!(
+            catalog.eligibilities[0].not_after,
+            first + chrono::Duration::days(365)
+        );
     }
 }

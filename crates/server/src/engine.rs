@@ -97,16 +97,25 @@ impl Broker {
     }
 
     /// Stores a transition: the request, its audit event and its jobs.
-    async fn persist(&self, tx: &mut Tx<'_>, change: &Change, grant_key: &str, now: Timestamp) -> Result<(), ApiError> {
+    async fn persist(
+        &self,
+        tx: &mut Tx<'_>,
+        change: &Change,
+        grant_key: &str,
+        now: Timestamp,
+    ) -> Result<(), ApiError> {
         tx.put_request(&change.request, grant_key, now).await?;
         tx.append_audit(&change.event).await?;
         match change.effect {
             Some(Effect::Apply) => {
-                tx.enqueue_job(&change.request.id, JobKind::Apply, grant_key, now).await?;
+                tx.enqueue_job(&change.request.id, JobKind::Apply, grant_key, now)
+                    .await?;
             }
             Some(Effect::Remove) => {
-                tx.drop_queued_jobs(&change.request.id, JobKind::Apply, now).await?;
-                tx.enqueue_job(&change.request.id, JobKind::Remove, grant_key, now).await?;
+                tx.drop_queued_jobs(&change.request.id, JobKind::Apply, now)
+                    .await?;
+                tx.enqueue_job(&change.request.id, JobKind::Remove, grant_key, now)
+                    .await?;
             }
             None => {}
         }
@@ -115,7 +124,10 @@ impl Broker {
         if change.request.kind == Kind::Access
             && !matches!(
                 change.request.state,
-                State::Scheduled { .. } | State::Approved { .. } | State::Active { .. } | State::Pending { .. }
+                State::Scheduled { .. }
+                    | State::Approved { .. }
+                    | State::Active { .. }
+                    | State::Pending { .. }
             )
         {
             if let Some(ext) = tx.pending_extension(&change.request.id).await? {
@@ -143,7 +155,11 @@ impl Broker {
     }
 
     /// A new access request.
-    pub async fn create(&self, who: &Principal, input: CreateInput) -> Result<StoredRequest, ApiError> {
+    pub async fn create(
+        &self,
+        who: &Principal,
+        input: CreateInput,
+    ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
         let target = Name::parse("target", &input.target)?;
         let resource = Name::parse("resource", &input.resource)?;
@@ -162,7 +178,10 @@ impl Broker {
             }
             Some(s) => {
                 if s > now + self.catalog.limits.max_schedule_ahead.as_chrono() {
-                    return Err(DomainError::StartTooFar(self.catalog.limits.max_schedule_ahead.to_string()).into());
+                    return Err(DomainError::StartTooFar(
+                        self.catalog.limits.max_schedule_ahead.to_string(),
+                    )
+                    .into());
                 }
                 Some(s)
             }
@@ -240,7 +259,12 @@ impl Broker {
                 .is_some_and(|req| req.allows(who))
     }
 
-    async fn load_visible(&self, tx: &mut Tx<'_>, who: &Principal, id: &RequestId) -> Result<StoredRequest, ApiError> {
+    async fn load_visible(
+        &self,
+        tx: &mut Tx<'_>,
+        who: &Principal,
+        id: &RequestId,
+    ) -> Result<StoredRequest, ApiError> {
         let stored = tx.get_request(id).await?.ok_or(ApiError::NotFound)?;
         if !self.can_see(who, &stored.request) {
             return Err(ApiError::NotFound);
@@ -248,7 +272,12 @@ impl Broker {
         Ok(stored)
     }
 
-    pub async fn approve(&self, who: &Principal, id: &RequestId, comment: Comment) -> Result<StoredRequest, ApiError> {
+    pub async fn approve(
+        &self,
+        who: &Principal,
+        id: &RequestId,
+        comment: Comment,
+    ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
         let mut tx = self.store.begin().await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
@@ -257,15 +286,22 @@ impl Broker {
             .catalog
             .approval_requirement(&r.target, &r.resource, &r.role)
             .ok_or(DomainError::NotApprover)?;
-        let change = stored.request.clone().approve(who, &requirement, comment, now)?;
-        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        let change = stored
+            .request
+            .clone()
+            .approve(who, &requirement, comment, now)?;
+        self.persist(&mut tx, &change, &stored.grant_key, now)
+            .await?;
         let mut changes = vec![change];
-        if let (State::Extended { .. }, Kind::Extension { of }) = (&changes[0].request.state, &changes[0].request.kind) {
+        if let (State::Extended { .. }, Kind::Extension { of }) =
+            (&changes[0].request.state, &changes[0].request.kind)
+        {
             let of = of.clone();
             let duration = changes[0].request.duration;
             let parent = tx.get_request(&of).await?.ok_or(ApiError::NotFound)?;
             let extended = parent.request.extend_by(id, duration, now)?;
-            self.persist(&mut tx, &extended, &parent.grant_key, now).await?;
+            self.persist(&mut tx, &extended, &parent.grant_key, now)
+                .await?;
             changes.push(extended);
         }
         tx.commit().await?;
@@ -273,7 +309,12 @@ impl Broker {
         self.load(id).await
     }
 
-    pub async fn reject(&self, who: &Principal, id: &RequestId, comment: Comment) -> Result<StoredRequest, ApiError> {
+    pub async fn reject(
+        &self,
+        who: &Principal,
+        id: &RequestId,
+        comment: Comment,
+    ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
         let mut tx = self.store.begin().await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
@@ -282,8 +323,12 @@ impl Broker {
             .catalog
             .approval_requirement(&r.target, &r.resource, &r.role)
             .ok_or(DomainError::NotApprover)?;
-        let change = stored.request.clone().reject(who, &requirement, comment, now)?;
-        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        let change = stored
+            .request
+            .clone()
+            .reject(who, &requirement, comment, now)?;
+        self.persist(&mut tx, &change, &stored.grant_key, now)
+            .await?;
         tx.commit().await?;
         self.after_commit(&[&change]);
         self.load(id).await
@@ -294,7 +339,8 @@ impl Broker {
         let mut tx = self.store.begin().await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
         let change = stored.request.clone().cancel(who, now)?;
-        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        self.persist(&mut tx, &change, &stored.grant_key, now)
+            .await?;
         tx.commit().await?;
         self.after_commit(&[&change]);
         self.load(id).await
@@ -302,7 +348,12 @@ impl Broker {
 
     /// Ends a grant early: the requester (deactivation), an approver of its
     /// scope, or an admin.
-    pub async fn revoke(&self, who: &Principal, id: &RequestId, reason: Comment) -> Result<StoredRequest, ApiError> {
+    pub async fn revoke(
+        &self,
+        who: &Principal,
+        id: &RequestId,
+        reason: Comment,
+    ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
         let mut tx = self.store.begin().await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
@@ -317,18 +368,26 @@ impl Broker {
             return Err(DomainError::Forbidden.into());
         }
         let change = stored.request.clone().revoke(who, reason, now)?;
-        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        self.persist(&mut tx, &change, &stored.grant_key, now)
+            .await?;
         tx.commit().await?;
         self.after_commit(&[&change]);
         self.load(id).await
     }
 
-    pub async fn acknowledge(&self, who: &Principal, id: &RequestId, comment: Comment) -> Result<StoredRequest, ApiError> {
+    pub async fn acknowledge(
+        &self,
+        who: &Principal,
+        id: &RequestId,
+        comment: Comment,
+    ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
         let mut tx = self.store.begin().await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
         let r = &stored.request;
-        let requirement = self.catalog.approval_requirement(&r.target, &r.resource, &r.role);
+        let requirement = self
+            .catalog
+            .approval_requirement(&r.target, &r.resource, &r.role);
         let change = stored.request.clone().acknowledge(
             who,
             requirement.as_ref(),
@@ -336,7 +395,8 @@ impl Broker {
             comment,
             now,
         )?;
-        self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+        self.persist(&mut tx, &change, &stored.grant_key, now)
+            .await?;
         tx.commit().await?;
         self.after_commit(&[&change]);
         self.load(id).await
@@ -380,12 +440,17 @@ impl Broker {
             if w.ends_at + duration.as_chrono() > eligibility.not_after {
                 return Err(DomainError::invalid(
                     "duration",
-                    format!("the grant would outlast your eligibility, which ends {}", eligibility.not_after.to_rfc3339()),
+                    format!(
+                        "the grant would outlast your eligibility, which ends {}",
+                        eligibility.not_after.to_rfc3339()
+                    ),
                 )
                 .into());
             }
         }
-        let requirement = self.catalog.approval_requirement(&pr.target, &pr.resource, &pr.role);
+        let requirement = self
+            .catalog
+            .approval_requirement(&pr.target, &pr.resource, &pr.role);
         let approval = if eligibility.approval_required {
             Some(requirement.as_ref().ok_or(DomainError::NoApprovalPolicy)?)
         } else {
@@ -404,12 +469,14 @@ impl Broker {
             break_glass: false,
         };
         let change = Request::create(new, who, &eligibility.id, approval, now)?;
-        self.persist(&mut tx, &change, &parent.grant_key, now).await?;
+        self.persist(&mut tx, &change, &parent.grant_key, now)
+            .await?;
         let mut changes = vec![change];
         if matches!(changes[0].request.state, State::Extended { .. }) {
             let ext_id = changes[0].request.id.clone();
             let extended = parent.request.clone().extend_by(&ext_id, duration, now)?;
-            self.persist(&mut tx, &extended, &parent.grant_key, now).await?;
+            self.persist(&mut tx, &extended, &parent.grant_key, now)
+                .await?;
             changes.push(extended);
         }
         tx.commit().await?;
@@ -426,16 +493,24 @@ impl Broker {
         let mut seen = HashSet::new();
         loop {
             let due = self.store.due_requests(now, 200).await?;
-            let fresh: Vec<RequestId> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
+            let fresh: Vec<RequestId> = due
+                .into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect();
             if fresh.is_empty() {
                 break;
             }
             for id in fresh {
                 let mut tx = self.store.begin().await?;
-                let Some(stored) = tx.get_request(&id).await? else { continue };
+                let Some(stored) = tx.get_request(&id).await? else {
+                    continue;
+                };
                 let deadline = stored.request.state.deadline();
-                let Some(change) = stored.request.on_deadline(now) else { continue };
-                self.persist(&mut tx, &change, &stored.grant_key, now).await?;
+                let Some(change) = stored.request.on_deadline(now) else {
+                    continue;
+                };
+                self.persist(&mut tx, &change, &stored.grant_key, now)
+                    .await?;
                 tx.commit().await?;
                 if let Some(d) = deadline {
                     self.metrics.deadline_handled((now - d).num_milliseconds());
@@ -482,11 +557,17 @@ impl Broker {
     }
 
     /// Runs every job due by `now`, up to `limit`. Returns how many ran.
-    pub async fn run_jobs_once(self: &Arc<Self>, now: Timestamp, limit: usize) -> Result<usize, ApiError> {
+    pub async fn run_jobs_once(
+        self: &Arc<Self>,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, ApiError> {
         let mut ran = 0;
         let mut running = tokio::task::JoinSet::new();
         while ran < limit {
-            let Some(job) = self.store.claim_job(now, JOB_LEASE).await? else { break };
+            let Some(job) = self.store.claim_job(now, JOB_LEASE).await? else {
+                break;
+            };
             ran += 1;
             // Jobs of different grant keys run concurrently; the claim
             // guarantees one job per key at a time.
@@ -537,7 +618,8 @@ impl Broker {
                 match result {
                     Ok(()) => {
                         let mut tx = self.store.begin().await?;
-                        tx.record_attempt(&job.request_id, JobKind::Apply, now, "ok", None).await?;
+                        tx.record_attempt(&job.request_id, JobKind::Apply, now, "ok", None)
+                            .await?;
                         tx.finish_job(&job).await?;
                         let current = tx.get_request(&job.request_id).await?;
                         let change = current.and_then(|c| c.request.on_applied(now));
@@ -554,7 +636,14 @@ impl Broker {
                     Err(ProviderError::Permanent(reason)) => {
                         tracing::error!(request = %job.request_id, error = %reason, "provider refused the grant");
                         let mut tx = self.store.begin().await?;
-                        tx.record_attempt(&job.request_id, JobKind::Apply, now, "failed", Some(&reason)).await?;
+                        tx.record_attempt(
+                            &job.request_id,
+                            JobKind::Apply,
+                            now,
+                            "failed",
+                            Some(&reason),
+                        )
+                        .await?;
                         tx.finish_job(&job).await?;
                         let current = tx.get_request(&job.request_id).await?;
                         let change = current.and_then(|c| c.request.on_apply_failed(&reason, now));
@@ -582,7 +671,14 @@ impl Broker {
                     let now = Utc::now();
                     let mut tx = self.store.begin().await?;
                     let note = format!("role kept: still needed by {holder}");
-                    tx.record_attempt(&job.request_id, JobKind::Remove, now, "skipped", Some(&note)).await?;
+                    tx.record_attempt(
+                        &job.request_id,
+                        JobKind::Remove,
+                        now,
+                        "skipped",
+                        Some(&note),
+                    )
+                    .await?;
                     tx.finish_job(&job).await?;
                     let current = tx.get_request(&job.request_id).await?;
                     let change = current.and_then(|c| c.request.on_removed(Some(&holder), now));
@@ -600,7 +696,8 @@ impl Broker {
                     Ok(()) => {
                         let now = Utc::now();
                         let mut tx = self.store.begin().await?;
-                        tx.record_attempt(&job.request_id, JobKind::Remove, now, "ok", None).await?;
+                        tx.record_attempt(&job.request_id, JobKind::Remove, now, "ok", None)
+                            .await?;
                         tx.finish_job(&job).await?;
                         let current = tx.get_request(&job.request_id).await?;
                         let change = current.and_then(|c| c.request.on_removed(None, now));
@@ -627,30 +724,55 @@ impl Broker {
         let message = error.to_string();
         let kind = job.kind.as_str();
         tracing::warn!(request = %job.request_id, job = kind, attempt = job.attempts + 1, error = %message, "provider call failed; will retry");
-        let run_at = now + chrono::Duration::from_std(self.backoff(job.attempts)).unwrap_or_default();
+        let run_at =
+            now + chrono::Duration::from_std(self.backoff(job.attempts)).unwrap_or_default();
         let mut tx = self.store.begin().await?;
-        tx.record_attempt(&job.request_id, job.kind, now, "retry", Some(&message)).await?;
+        tx.record_attempt(&job.request_id, job.kind, now, "retry", Some(&message))
+            .await?;
         tx.retry_job(job, run_at, &message).await?;
         tx.commit().await?;
         self.metrics.job_attempt(kind, "retry");
         Ok(())
     }
 
-    /// The worker loop; returns when `shutdown` fires.
+    /// The worker loop; returns when `shutdown` fires. Jobs run
+    /// concurrently (one per grant key at a time): a slow or unreachable
+    /// target never holds up grants on other targets.
     pub async fn run_worker(self: Arc<Self>, shutdown: crate::Shutdown) {
+        const CONCURRENCY: usize = 16;
+        let mut running = tokio::task::JoinSet::new();
         loop {
-            if let Err(e) = self.run_jobs_once(Utc::now(), 256).await {
-                tracing::error!(error = %e.log_text(), "worker step failed; retrying shortly");
+            let mut claimed = false;
+            while running.len() < CONCURRENCY {
+                match self.store.claim_job(Utc::now(), JOB_LEASE).await {
+                    Ok(Some(job)) => {
+                        claimed = true;
+                        let this = Arc::clone(&self);
+                        running.spawn(async move { this.run_job(job).await });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim jobs; retrying shortly");
+                        break;
+                    }
+                }
             }
             let sleep = match self.store.next_job_at().await {
                 Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or(Duration::ZERO),
                 Ok(None) => Duration::from_secs(3600),
                 Err(_) => Duration::from_secs(1),
             };
-            let sleep = sleep.max(Duration::from_millis(5));
+            // A due job that could not be claimed waits for a running job of
+            // the same grant key: that job's end wakes us, no need to poll.
+            let sleep = if !claimed && !running.is_empty() && sleep < Duration::from_millis(50) {
+                Duration::from_secs(1)
+            } else {
+                sleep.max(Duration::from_millis(5))
+            };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.worker_wake.notified() => {}
+                Some(done) = running.join_next(), if !running.is_empty() => log_job_result(done),
                 _ = shutdown.wait() => return,
             }
         }
@@ -660,7 +782,9 @@ impl Broker {
 fn log_job_result(r: Result<Result<(), ApiError>, tokio::task::JoinError>) {
     match r {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e.log_text(), "job bookkeeping failed; the job will be retried when its lease ends"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e.log_text(), "job bookkeeping failed; the job will be retried when its lease ends")
+        }
         Err(e) => tracing::error!(error = %e, "job task ended abnormally"),
     }
 }

@@ -115,6 +115,10 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self.log_text(), "request failed");
         }
-        (status, Json(json!({ "code": self.code(), "message": self.message() }))).into_response()
+        (
+            status,
+            Json(json!({ "code": self.code(), "message": self.message() })),
+        )
+            .into_response()
     }
 }

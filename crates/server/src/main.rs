@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use elevate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "elevate", version, about = "Just-in-time privileged access: request, approve, grant, revoke.")]
+#[command(
+    name = "elevate",
+    version,
+    about = "Just-in-time privileged access: request, approve, grant, revoke."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,9 +39,7 @@ enum Command {
         database: Option<String>,
     },
     /// Check a config file and report every problem with its location.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
     /// API tokens for local users.
     Token {
         #[command(subcommand)]
@@ -71,10 +73,17 @@ fn print_problems(file: &str, problems: &[elevate::config::Problem]) {
     }
 }
 
-async fn serve(config: Option<PathBuf>, dev: bool, listen: Option<String>, database: Option<String>) -> anyhow::Result<()> {
+async fn serve(
+    config: Option<PathBuf>,
+    dev: bool,
+    listen: Option<String>,
+    database: Option<String>,
+) -> anyhow::Result<()> {
     let (mut config, label) = if dev {
         let listen = listen.clone().unwrap_or_else(|| "127.0.0.1:7070".into());
-        let database = database.clone().unwrap_or_else(|| "sqlite://elevate-dev.db".into());
+        let database = database
+            .clone()
+            .unwrap_or_else(|| "sqlite://elevate-dev.db".into());
         let text = elevate::dev::config_text(&database, &listen);
         let config = Config::parse(&text, None).map_err(|p| {
             print_problems("dev config", &p);
@@ -85,11 +94,15 @@ async fn serve(config: Option<PathBuf>, dev: bool, listen: Option<String>, datab
         }
         (config, "dev".to_string())
     } else {
-        let path = config.ok_or_else(|| anyhow::anyhow!("give --config FILE (or --dev for a demo)"))?;
+        let path =
+            config.ok_or_else(|| anyhow::anyhow!("give --config FILE (or --dev for a demo)"))?;
         let label = path.display().to_string();
         let config = Config::load_file(&path).map_err(|p| {
             print_problems(&label, &p);
-            anyhow::anyhow!("{label}: the config has {} error(s); not starting", p.iter().filter(|p| !p.warning).count())
+            anyhow::anyhow!(
+                "{label}: the config has {} error(s); not starting",
+                p.iter().filter(|p| !p.warning).count()
+            )
         })?;
         (config, label)
     };
@@ -97,7 +110,9 @@ async fn serve(config: Option<PathBuf>, dev: bool, listen: Option<String>, datab
         tracing::warn!("{label}: {w}");
     }
     if let Some(l) = listen {
-        config.settings.listen = l.parse().map_err(|_| anyhow::anyhow!("--listen: \"{l}\" is not an address like 127.0.0.1:7070"))?;
+        config.settings.listen = l.parse().map_err(|_| {
+            anyhow::anyhow!("--listen: \"{l}\" is not an address like 127.0.0.1:7070")
+        })?;
     }
     if let Some(d) = database {
         config.settings.database = d;
@@ -105,7 +120,10 @@ async fn serve(config: Option<PathBuf>, dev: bool, listen: Option<String>, datab
     let running = elevate::start(config.clone(), None).await?;
     if dev {
         let url = format!("http://{}", running.addr);
-        println!("elevate dev mode: dry-run target \"demo-db\", database {}", config.settings.database);
+        println!(
+            "elevate dev mode: dry-run target \"demo-db\", database {}",
+            config.settings.database
+        );
         println!("  export ELEVATE_URL={url}");
         for (name, group, token) in elevate::dev::USERS {
             println!("  {name:<6} group {group:<11} export ELEVATE_TOKEN={token}");
@@ -138,18 +156,26 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn check_config(file: &PathBuf) -> ExitCode {
+fn check_config(file: &std::path::Path) -> ExitCode {
     let label = file.display().to_string();
     match Config::load_file(file) {
         Ok(config) => {
             print_problems(&label, &config.warnings);
-            println!("{label}: OK ({} users, {} targets, {} eligibilities, {} warning(s))",
-                config.users.len(), config.connections.len(), config.eligibility_ids().len(), config.warnings.len());
+            println!(
+                "{label}: OK ({} users, {} targets, {} eligibilities, {} warning(s))",
+                config.users.len(),
+                config.connections.len(),
+                config.eligibility_ids().len(),
+                config.warnings.len()
+            );
             ExitCode::SUCCESS
         }
         Err(problems) => {
             print_problems(&label, &problems);
-            eprintln!("{label}: {} error(s)", problems.iter().filter(|p| !p.warning).count());
+            eprintln!(
+                "{label}: {} error(s)",
+                problems.iter().filter(|p| !p.warning).count()
+            );
             ExitCode::FAILURE
         }
     }
@@ -159,13 +185,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Token { command: TokenCommand::New } => {
+        Command::Token {
+            command: TokenCommand::New,
+        } => {
             let (token, hash) = elevate::auth::new_token();
             println!("token: {token}");
             println!("token_hashes = [\"{hash}\"]");
             ExitCode::SUCCESS
         }
-        Command::Token { command: TokenCommand::Hash } => {
+        Command::Token {
+            command: TokenCommand::Hash,
+        } => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
                 eprintln!("error: give the token on standard input");
@@ -174,7 +204,12 @@ fn main() -> ExitCode {
             println!("{}", elevate::auth::token_hash(line.trim()));
             ExitCode::SUCCESS
         }
-        Command::Serve { config, dev, listen, database } => {
+        Command::Serve {
+            config,
+            dev,
+            listen,
+            database,
+        } => {
             init_logging();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -192,7 +227,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Client(command) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");

@@ -32,7 +32,9 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
 
 /// Label values are config-controlled names: escape them per the text format.
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -68,14 +70,23 @@ impl Metrics {
                 let _ = writeln!(out, "elevate_requests{{state=\"{}\"}} {n}", label(&state));
             }
         }
-        let _ = writeln!(out, "# HELP elevate_grants_active Grants currently active on their targets.");
+        let _ = writeln!(
+            out,
+            "# HELP elevate_grants_active Grants currently active on their targets."
+        );
         let _ = writeln!(out, "# TYPE elevate_grants_active gauge");
         let _ = writeln!(out, "elevate_grants_active {active}");
         if let Ok((queued, failing)) = store.job_backlog().await {
-            let _ = writeln!(out, "# HELP elevate_jobs_queued Provider jobs waiting or running.");
+            let _ = writeln!(
+                out,
+                "# HELP elevate_jobs_queued Provider jobs waiting or running."
+            );
             let _ = writeln!(out, "# TYPE elevate_jobs_queued gauge");
             let _ = writeln!(out, "elevate_jobs_queued {queued}");
-            let _ = writeln!(out, "# HELP elevate_jobs_failing Queued provider jobs that failed at least once.");
+            let _ = writeln!(
+                out,
+                "# HELP elevate_jobs_failing Queued provider jobs that failed at least once."
+            );
             let _ = writeln!(out, "# TYPE elevate_jobs_failing gauge");
             let _ = writeln!(out, "elevate_jobs_failing {failing}");
         }
@@ -83,40 +94,79 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE elevate_job_attempts_total counter");
         if let Ok(counts) = store.attempt_counts().await {
             for (kind, outcome, n) in counts {
-                let _ = writeln!(out, "elevate_job_attempts_total{{kind=\"{}\",outcome=\"{}\"}} {n}", label(&kind), label(&outcome));
+                let _ = writeln!(
+                    out,
+                    "elevate_job_attempts_total{{kind=\"{}\",outcome=\"{}\"}} {n}",
+                    label(&kind),
+                    label(&outcome)
+                );
             }
         }
         let retries: u64 = self
             .attempts
             .lock()
-            .map(|m| m.iter().filter(|((_, o), _)| o == "retry").map(|(_, n)| *n).sum())
+            .map(|m| {
+                m.iter()
+                    .filter(|((_, o), _)| o == "retry")
+                    .map(|(_, n)| *n)
+                    .sum()
+            })
             .unwrap_or(0);
         let _ = writeln!(out, "# HELP elevate_job_retries_total Provider calls that failed and were rescheduled, since this process started.");
         let _ = writeln!(out, "# TYPE elevate_job_retries_total counter");
         let _ = writeln!(out, "elevate_job_retries_total {retries}");
-        let _ = writeln!(out, "# HELP elevate_scheduler_lag_seconds How late the most recent deadline was handled.");
+        let _ = writeln!(
+            out,
+            "# HELP elevate_scheduler_lag_seconds How late the most recent deadline was handled."
+        );
         let _ = writeln!(out, "# TYPE elevate_scheduler_lag_seconds gauge");
-        let _ = writeln!(out, "elevate_scheduler_lag_seconds {:.3}", self.last_lateness_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "elevate_scheduler_lag_seconds {:.3}",
+            self.last_lateness_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        );
         let _ = writeln!(out, "# HELP elevate_scheduler_lag_max_seconds The latest any deadline was handled since start (includes catching up after downtime).");
         let _ = writeln!(out, "# TYPE elevate_scheduler_lag_max_seconds gauge");
-        let _ = writeln!(out, "elevate_scheduler_lag_max_seconds {:.3}", self.max_lateness_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "elevate_scheduler_lag_max_seconds {:.3}",
+            self.max_lateness_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        );
         let _ = writeln!(out, "# HELP elevate_deadlines_handled_total Deadlines (timeouts, starts, ends) handled since start.");
         let _ = writeln!(out, "# TYPE elevate_deadlines_handled_total counter");
-        let _ = writeln!(out, "elevate_deadlines_handled_total {}", self.deadlines_handled.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "elevate_deadlines_handled_total {}",
+            self.deadlines_handled.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# TYPE elevate_scheduler_errors_total counter");
-        let _ = writeln!(out, "elevate_scheduler_errors_total {}", self.scheduler_errors.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "elevate_scheduler_errors_total {}",
+            self.scheduler_errors.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# HELP elevate_transitions_total Lifecycle events recorded since start, by audit action.");
         let _ = writeln!(out, "# TYPE elevate_transitions_total counter");
         if let Ok(m) = self.transitions.lock() {
             for (action, n) in m.iter() {
-                let _ = writeln!(out, "elevate_transitions_total{{action=\"{}\"}} {n}", label(action));
+                let _ = writeln!(
+                    out,
+                    "elevate_transitions_total{{action=\"{}\"}} {n}",
+                    label(action)
+                );
             }
         }
-        let _ = writeln!(out, "# HELP elevate_http_responses_total API responses by status code.");
+        let _ = writeln!(
+            out,
+            "# HELP elevate_http_responses_total API responses by status code."
+        );
         let _ = writeln!(out, "# TYPE elevate_http_responses_total counter");
         if let Ok(m) = self.http.lock() {
             for (status, n) in m.iter() {
-                let _ = writeln!(out, "elevate_http_responses_total{{status=\"{status}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "elevate_http_responses_total{{status=\"{status}\"}} {n}"
+                );
             }
         }
         out

@@ -71,7 +71,10 @@ fn link_hash(
     hex::encode(h.finalize())
 }
 
-pub(crate) async fn append(tx: &mut Transaction<'static, Sqlite>, event: &Event) -> Result<AuditRecord> {
+pub(crate) async fn append(
+    tx: &mut Transaction<'static, Sqlite>,
+    event: &Event,
+) -> Result<AuditRecord> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_optional(&mut **tx)
         .await?;
@@ -86,7 +89,15 @@ pub(crate) async fn append(tx: &mut Transaction<'static, Sqlite>, event: &Event)
     let request = event.request.as_str();
     let details = serde_json::to_string(&event.details)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode audit details: {e}")))?;
-    let hash = link_hash(&prev_hash, seq, at_ms, &actor, action, Some(request), &details);
+    let hash = link_hash(
+        &prev_hash,
+        seq,
+        at_ms,
+        &actor,
+        action,
+        Some(request),
+        &details,
+    );
     sqlx::query(
         "INSERT INTO audit (seq, at, actor, action, request_id, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
@@ -227,8 +238,15 @@ impl Store {
                         format!("event {seq} does not link to event {}: an event was inserted, deleted or replaced before it", seq - 1),
                     ));
                 }
-                let computed =
-                    link_hash(&prev_hash, seq, at, &actor, &action, request.as_deref(), &details);
+                let computed = link_hash(
+                    &prev_hash,
+                    seq,
+                    at,
+                    &actor,
+                    &action,
+                    request.as_deref(),
+                    &details,
+                );
                 if computed != hash {
                     return Ok(broken(
                         seq,

@@ -140,7 +140,8 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store> {
         let options = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Err(StoreError::Config(
-                "the PostgreSQL store is not available in this version; use a sqlite:// database".into(),
+                "the PostgreSQL store is not available in this version; use a sqlite:// database"
+                    .into(),
             ));
         } else if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)?
@@ -338,12 +339,14 @@ impl Store {
 
     /// Provider attempts per (kind, outcome), for metrics.
     pub async fn attempt_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT kind, outcome, COUNT(*) FROM job_attempts GROUP BY kind, outcome",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        let rows =
+            sqlx::query("SELECT kind, outcome, COUNT(*) FROM job_attempts GROUP BY kind, outcome")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     /// Jobs waiting, and how many of them have failed at least once.
@@ -369,10 +372,11 @@ impl Store {
                 .bind(to_millis(now))
                 .execute(&mut *tx.tx)
                 .await?;
-            let ms: i64 = sqlx::query_scalar("SELECT first_seen FROM eligibility_seen WHERE id = ?")
-                .bind(id)
-                .fetch_one(&mut *tx.tx)
-                .await?;
+            let ms: i64 =
+                sqlx::query_scalar("SELECT first_seen FROM eligibility_seen WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(&mut *tx.tx)
+                    .await?;
             out.push((id.clone(), from_millis(ms)?));
         }
         tx.commit().await?;
@@ -429,7 +433,12 @@ impl Tx<'_> {
     }
 
     /// Inserts or updates a request row from its domain value.
-    pub async fn put_request(&mut self, request: &Request, grant_key: &str, now: Timestamp) -> Result<()> {
+    pub async fn put_request(
+        &mut self,
+        request: &Request,
+        grant_key: &str,
+        now: Timestamp,
+    ) -> Result<()> {
         let doc = serde_json::to_string(request)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode request: {e}")))?;
         let extends = match &request.kind {
@@ -462,7 +471,11 @@ impl Tx<'_> {
 
     /// Another request holding the role behind `grant_key` (approved or
     /// active), if any: its removal must then leave the role in place.
-    pub async fn other_holder(&mut self, grant_key: &str, except: &RequestId) -> Result<Option<RequestId>> {
+    pub async fn other_holder(
+        &mut self,
+        grant_key: &str,
+        except: &RequestId,
+    ) -> Result<Option<RequestId>> {
         let row: Option<String> = sqlx::query_scalar(
             "SELECT id FROM requests WHERE grant_key = ? AND id <> ? AND state IN (?, ?) LIMIT 1",
         )
@@ -508,7 +521,12 @@ impl Tx<'_> {
 
     /// Drops queued (not running) jobs of `kind` for a request, e.g. an
     /// apply that is no longer wanted because the grant was revoked.
-    pub async fn drop_queued_jobs(&mut self, request: &RequestId, kind: JobKind, now: Timestamp) -> Result<()> {
+    pub async fn drop_queued_jobs(
+        &mut self,
+        request: &RequestId,
+        kind: JobKind,
+        now: Timestamp,
+    ) -> Result<()> {
         sqlx::query(
             "DELETE FROM jobs WHERE request_id = ? AND kind = ? AND (locked_until IS NULL OR locked_until < ?)",
         )

@@ -216,7 +216,10 @@ impl TestApp {
     }
 
     pub fn broker(&self) -> Result<&std::sync::Arc<elevate::engine::Broker>> {
-        self.running.as_ref().map(|r| &r.broker).context("app stopped")
+        self.running
+            .as_ref()
+            .map(|r| &r.broker)
+            .context("app stopped")
     }
 
     pub async fn stop(&mut self) {
@@ -225,7 +228,13 @@ impl TestApp {
         }
     }
 
-    pub async fn call(&self, method: Method, path: &str, user: Option<&str>, body: Option<Value>) -> Result<(StatusCode, Value)> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        user: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some(u) = user {
             req = req.bearer_auth(token(u));
@@ -259,7 +268,11 @@ impl TestApp {
 
     pub async fn approve(&self, user: &str, id: &str) -> Result<Value> {
         let (status, v) = self
-            .post(user, &format!("/api/v1/requests/{id}/approve"), serde_json::json!({}))
+            .post(
+                user,
+                &format!("/api/v1/requests/{id}/approve"),
+                serde_json::json!({}),
+            )
             .await?;
         if status != StatusCode::OK {
             bail!("approval refused: {status} {v}");
@@ -358,11 +371,21 @@ impl ServerProcess {
         };
         let http = reqwest::Client::new();
         let url = format!("{}/healthz", server.url);
-        eventually("the server to answer /healthz", Duration::from_secs(20), || {
-            let http = http.clone();
-            let url = url.clone();
-            async move { Ok(http.get(&url).send().await.is_ok_and(|r| r.status().is_success())) }
-        })
+        eventually(
+            "the server to answer /healthz",
+            Duration::from_secs(20),
+            || {
+                let http = http.clone();
+                let url = url.clone();
+                async move {
+                    Ok(http
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success()))
+                }
+            },
+        )
         .await?;
         Ok(server)
     }

@@ -10,7 +10,8 @@ use anyhow::{ensure, Result};
 use crate::common::{body, PgTarget, ServerProcess, Setup, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overdue_grants_are_removed_on_restart_after_a_kill_and_nothing_is_granted_twice() -> Result<()> {
+async fn overdue_grants_are_removed_on_restart_after_a_kill_and_nothing_is_granted_twice(
+) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pg = PgTarget::start(dir.path())?;
     let db = dir.path().join("elevate.db");
@@ -22,12 +23,15 @@ async fn overdue_grants_are_removed_on_restart_after_a_kill_and_nothing_is_grant
 
     let mut ids = Vec::new();
     for role in ["orders_writer", "orders_reader"] {
-        let id = app.request("alice", body("pg", "orders", role, "3s")).await?;
+        let id = app
+            .request("alice", body("pg", "orders", role, "3s"))
+            .await?;
         app.approve("bob", &id).await?;
         ids.push(id);
     }
     for id in &ids {
-        app.wait_state(id, "active", Duration::from_secs(20)).await?;
+        app.wait_state(id, "active", Duration::from_secs(20))
+            .await?;
     }
     ensure!(pg.is_member("alice", "orders_writer")? && pg.is_member("alice", "orders_reader")?);
 
@@ -52,11 +56,23 @@ async fn overdue_grants_are_removed_on_restart_after_a_kill_and_nothing_is_grant
             .as_array()
             .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
             .unwrap_or_default();
-        assert_eq!(actions.iter().filter(|a| **a == "grant.activated").count(), 1, "{actions:?}");
-        assert_eq!(actions.iter().filter(|a| **a == "grant.removed").count(), 1, "{actions:?}");
+        assert_eq!(
+            actions.iter().filter(|a| **a == "grant.activated").count(),
+            1,
+            "{actions:?}"
+        );
+        assert_eq!(
+            actions.iter().filter(|a| **a == "grant.removed").count(),
+            1,
+            "{actions:?}"
+        );
         let applies = v["attempts"]
             .as_array()
-            .map(|a| a.iter().filter(|a| a["kind"] == "apply" && a["outcome"] == "ok").count())
+            .map(|a| {
+                a.iter()
+                    .filter(|a| a["kind"] == "apply" && a["outcome"] == "ok")
+                    .count()
+            })
             .unwrap_or(0);
         assert_eq!(applies, 1, "applied more than once: {}", v["attempts"]);
         // The removal was late by the downtime, and says so.
@@ -64,7 +80,10 @@ async fn overdue_grants_are_removed_on_restart_after_a_kill_and_nothing_is_grant
             .as_array()
             .and_then(|a| a.iter().find(|e| e["action"] == "grant.removed").cloned())
             .unwrap_or_default();
-        ensure!(removed["details"]["lateness_ms"].as_i64().unwrap_or(0) > 0, "{removed}");
+        ensure!(
+            removed["details"]["lateness_ms"].as_i64().unwrap_or(0) > 0,
+            "{removed}"
+        );
     }
     let (_, verify) = app.get("dave", "/api/v1/audit/verify").await?;
     assert_eq!(verify["ok"], true, "{verify}");

@@ -28,17 +28,27 @@ async fn env(setup: Setup) -> Result<Env> {
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn can_write_as_writer(conn: &mut sqlx::PgConnection) -> Result<()> {
-    sqlx::query("SET ROLE orders_writer").execute(&mut *conn).await?;
-    sqlx::query("INSERT INTO orders VALUES (1)").execute(&mut *conn).await?;
+    sqlx::query("SET ROLE orders_writer")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO orders VALUES (1)")
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approved_grant_is_usable_then_revoked_at_the_deadline_ending_open_sessions() -> Result<()> {
+async fn approved_grant_is_usable_then_revoked_at_the_deadline_ending_open_sessions() -> Result<()>
+{
     let Env { pg, app, _dir } = env(Setup::default()).await?;
-    let id = app.request("alice", body("pg", "orders", "orders_writer", "4s")).await?;
+    let id = app
+        .request("alice", body("pg", "orders", "orders_writer", "4s"))
+        .await?;
     assert_eq!(app.show(&id).await?["state"], "pending");
-    ensure!(!pg.is_member("alice", "orders_writer")?, "nothing granted before approval");
+    ensure!(
+        !pg.is_member("alice", "orders_writer")?,
+        "nothing granted before approval"
+    );
 
     app.approve("bob", &id).await?;
     let active = app.wait_state(&id, "active", WAIT).await?;
@@ -49,28 +59,54 @@ async fn approved_grant_is_usable_then_revoked_at_the_deadline_ending_open_sessi
     can_write_as_writer(&mut session).await?;
 
     let ended = app.wait_state(&id, "ended", WAIT).await?;
-    ensure!(!pg.is_member("alice", "orders_writer")?, "role still granted after the deadline");
+    ensure!(
+        !pg.is_member("alice", "orders_writer")?,
+        "role still granted after the deadline"
+    );
     // Removal happened after the deadline, never before it.
-    let ends_at = chrono::DateTime::parse_from_rfc3339(active["ends_at"].as_str().unwrap_or_default())?;
-    let ended_at = chrono::DateTime::parse_from_rfc3339(ended["ended_at"].as_str().unwrap_or_default())?;
-    ensure!(ended_at >= ends_at, "ended {ended_at} before the window end {ends_at}");
+    let ends_at =
+        chrono::DateTime::parse_from_rfc3339(active["ends_at"].as_str().unwrap_or_default())?;
+    let ended_at =
+        chrono::DateTime::parse_from_rfc3339(ended["ended_at"].as_str().unwrap_or_default())?;
+    ensure!(
+        ended_at >= ends_at,
+        "ended {ended_at} before the window end {ends_at}"
+    );
 
     // The session that had SET ROLE was terminated...
-    let still_usable = sqlx::query("INSERT INTO orders VALUES (2)").execute(&mut session).await;
-    ensure!(still_usable.is_err(), "a session that had SET ROLE kept its rights after revocation");
+    let still_usable = sqlx::query("INSERT INTO orders VALUES (2)")
+        .execute(&mut session)
+        .await;
+    ensure!(
+        still_usable.is_err(),
+        "a session that had SET ROLE kept its rights after revocation"
+    );
     // ...and a new one cannot take the role.
     let mut fresh = pg.alice().await?;
-    ensure!(sqlx::query("SET ROLE orders_writer").execute(&mut fresh).await.is_err());
+    ensure!(sqlx::query("SET ROLE orders_writer")
+        .execute(&mut fresh)
+        .await
+        .is_err());
     let count = pg.cluster.psql("SELECT count(*) FROM orders")?;
     assert_eq!(count, "1");
 
     let events: Vec<String> = ended["events"]
         .as_array()
-        .map(|a| a.iter().filter_map(|e| e["action"].as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["action"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(
         events,
-        ["request.created", "request.approved", "grant.activated", "grant.window_ended", "grant.removed"]
+        [
+            "request.created",
+            "request.approved",
+            "grant.activated",
+            "grant.window_ended",
+            "grant.removed"
+        ]
     );
     fresh.close().await?;
     Ok(())
@@ -81,8 +117,12 @@ async fn overlapping_grants_keep_the_role_until_the_last_one_ends() -> Result<()
     let Env { pg, app, _dir } = env(Setup::default()).await?;
     // Same user and role on two resources of the same server: in
     // PostgreSQL that is one membership, so they overlap.
-    let short = app.request("alice", body("pg", "orders", "orders_writer", "2s")).await?;
-    let long = app.request("alice", body("pg", "orders", "orders_writer", "8s")).await?;
+    let short = app
+        .request("alice", body("pg", "orders", "orders_writer", "2s"))
+        .await?;
+    let long = app
+        .request("alice", body("pg", "orders", "orders_writer", "8s"))
+        .await?;
     app.approve("bob", &short).await?;
     app.approve("bob", &long).await?;
     app.wait_state(&long, "active", WAIT).await?;
@@ -94,7 +134,9 @@ async fn overlapping_grants_keep_the_role_until_the_last_one_ends() -> Result<()
     );
     let attempts = ended["attempts"].as_array().cloned().unwrap_or_default();
     ensure!(
-        attempts.iter().any(|a| a["kind"] == "remove" && a["outcome"] == "skipped"),
+        attempts
+            .iter()
+            .any(|a| a["kind"] == "remove" && a["outcome"] == "skipped"),
         "the short grant's removal should be recorded as skipped: {attempts:?}"
     );
     let mut session = pg.alice().await?;
@@ -108,7 +150,9 @@ async fn overlapping_grants_keep_the_role_until_the_last_one_ends() -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_and_early_deactivation_remove_the_role_at_once() -> Result<()> {
     let Env { pg, app, _dir } = env(Setup::default()).await?;
-    let id = app.request("alice", body("pg", "orders", "orders_writer", "1h")).await?;
+    let id = app
+        .request("alice", body("pg", "orders", "orders_writer", "1h"))
+        .await?;
     app.approve("bob", &id).await?;
     app.wait_state(&id, "active", WAIT).await?;
     let mut session = pg.alice().await?;
@@ -116,34 +160,54 @@ async fn revocation_and_early_deactivation_remove_the_role_at_once() -> Result<(
 
     // An approver in scope revokes.
     let (status, v) = app
-        .post("carol", &format!("/api/v1/requests/{id}/revoke"), json!({"comment": "incident closed"}))
+        .post(
+            "carol",
+            &format!("/api/v1/requests/{id}/revoke"),
+            json!({"comment": "incident closed"}),
+        )
         .await?;
     assert_eq!(status, StatusCode::OK, "{v}");
     let revoked = app.wait_state(&id, "revoked", WAIT).await?;
     assert_eq!(revoked["decided_by"], "carol");
     ensure!(!pg.is_member("alice", "orders_writer")?);
-    ensure!(sqlx::query("SELECT 1").execute(&mut session).await.is_err(), "open session survived revocation");
+    ensure!(
+        sqlx::query("SELECT 1").execute(&mut session).await.is_err(),
+        "open session survived revocation"
+    );
 
     // The requester ends her own grant early.
-    let id = app.request("alice", body("pg", "orders", "orders_reader", "1h")).await?;
+    let id = app
+        .request("alice", body("pg", "orders", "orders_reader", "1h"))
+        .await?;
     app.approve("bob", &id).await?;
     app.wait_state(&id, "active", WAIT).await?;
     ensure!(pg.is_member("alice", "orders_reader")?);
-    let (status, _) = app.post("alice", &format!("/api/v1/requests/{id}/revoke"), json!({})).await?;
+    let (status, _) = app
+        .post("alice", &format!("/api/v1/requests/{id}/revoke"), json!({}))
+        .await?;
     assert_eq!(status, StatusCode::OK);
     let v = app.wait_state(&id, "revoked", WAIT).await?;
     ensure!(!pg.is_member("alice", "orders_reader")?);
     ensure!(
-        v["events"].as_array().is_some_and(|e| e.iter().any(|e| e["action"] == "grant.deactivated")),
+        v["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["action"] == "grant.deactivated")),
         "deactivation must be named as such in the audit trail"
     );
 
     // Someone outside the scope cannot revoke.
-    let id = app.request("alice", body("pg", "orders", "orders_reader", "1h")).await?;
+    let id = app
+        .request("alice", body("pg", "orders", "orders_reader", "1h"))
+        .await?;
     app.approve("bob", &id).await?;
     app.wait_state(&id, "active", WAIT).await?;
-    let (status, v) = app.post("eve", &format!("/api/v1/requests/{id}/revoke"), json!({})).await?;
-    ensure!(status == StatusCode::NOT_FOUND || status == StatusCode::FORBIDDEN, "{status} {v}");
+    let (status, v) = app
+        .post("eve", &format!("/api/v1/requests/{id}/revoke"), json!({}))
+        .await?;
+    ensure!(
+        status == StatusCode::NOT_FOUND || status == StatusCode::FORBIDDEN,
+        "{status} {v}"
+    );
     ensure!(pg.is_member("alice", "orders_reader")?);
     Ok(())
 }
@@ -151,15 +215,28 @@ async fn revocation_and_early_deactivation_remove_the_role_at_once() -> Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_of_two_needs_two_distinct_approvers_other_than_the_requester() -> Result<()> {
     let Env { pg, app, _dir } = env(Setup::default()).await?;
-    let id = app.request("alice", body("pg", "billing", "orders_reader", "10m")).await?;
+    let id = app
+        .request("alice", body("pg", "billing", "orders_reader", "10m"))
+        .await?;
 
-    let (status, v) = app.post("alice", &format!("/api/v1/requests/{id}/approve"), json!({})).await?;
+    let (status, v) = app
+        .post(
+            "alice",
+            &format!("/api/v1/requests/{id}/approve"),
+            json!({}),
+        )
+        .await?;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(v["code"], "self_approval");
 
-    let (status, v) = app.post("eve", &format!("/api/v1/requests/{id}/approve"), json!({})).await?;
+    let (status, v) = app
+        .post("eve", &format!("/api/v1/requests/{id}/approve"), json!({}))
+        .await?;
     // eve is not in the approvers' scope: she may not even see it.
-    ensure!(status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND, "{status} {v}");
+    ensure!(
+        status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+        "{status} {v}"
+    );
 
     let first = app.approve("bob", &id).await?;
     assert_eq!(first["state"], "pending");
@@ -167,20 +244,31 @@ async fn quorum_of_two_needs_two_distinct_approvers_other_than_the_requester() -
     assert_eq!(first["quorum"], 2);
     ensure!(!pg.is_member("alice", "orders_reader")?);
 
-    let (status, v) = app.post("bob", &format!("/api/v1/requests/{id}/approve"), json!({})).await?;
+    let (status, v) = app
+        .post("bob", &format!("/api/v1/requests/{id}/approve"), json!({}))
+        .await?;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(v["code"], "already_approved");
 
     let second = app.approve("carol", &id).await?;
-    ensure!(second["state"] == "approved" || second["state"] == "active", "{second}");
+    ensure!(
+        second["state"] == "approved" || second["state"] == "active",
+        "{second}"
+    );
     app.wait_state(&id, "active", WAIT).await?;
     ensure!(pg.is_member("alice", "orders_reader")?);
 
     // A rejection by any approver ends a request.
-    let id = app.request("alice", body("pg", "billing", "orders_reader", "10m")).await?;
+    let id = app
+        .request("alice", body("pg", "billing", "orders_reader", "10m"))
+        .await?;
     app.approve("bob", &id).await?;
     let (status, v) = app
-        .post("carol", &format!("/api/v1/requests/{id}/reject"), json!({"comment": "use the read replica"}))
+        .post(
+            "carol",
+            &format!("/api/v1/requests/{id}/reject"),
+            json!({"comment": "use the read replica"}),
+        )
         .await?;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "rejected");
@@ -194,10 +282,14 @@ async fn pending_request_expires_after_its_timeout() -> Result<()> {
         ..Setup::default()
     })
     .await?;
-    let id = app.request("alice", body("pg", "orders", "orders_writer", "10m")).await?;
+    let id = app
+        .request("alice", body("pg", "orders", "orders_writer", "10m"))
+        .await?;
     let v = app.wait_state(&id, "expired", WAIT).await?;
     assert_eq!(v["events"][1]["action"], "request.expired");
-    let (status, v) = app.post("bob", &format!("/api/v1/requests/{id}/approve"), json!({})).await?;
+    let (status, v) = app
+        .post("bob", &format!("/api/v1/requests/{id}/approve"), json!({}))
+        .await?;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     ensure!(!pg.is_member("alice", "orders_writer")?);
     Ok(())
@@ -212,11 +304,18 @@ async fn scheduled_start_grants_at_the_start_time_and_not_before() -> Result<()>
     let id = app.request("alice", b).await?;
     let v = app.approve("bob", &id).await?;
     assert_eq!(v["state"], "scheduled");
-    ensure!(!pg.is_member("alice", "orders_writer")?, "granted before its start");
+    ensure!(
+        !pg.is_member("alice", "orders_writer")?,
+        "granted before its start"
+    );
 
     let active = app.wait_state(&id, "active", WAIT).await?;
-    let since = chrono::DateTime::parse_from_rfc3339(active["active_since"].as_str().unwrap_or_default())?;
-    ensure!(since >= start, "activated at {since}, before the start {start}");
+    let since =
+        chrono::DateTime::parse_from_rfc3339(active["active_since"].as_str().unwrap_or_default())?;
+    ensure!(
+        since >= start,
+        "activated at {since}, before the start {start}"
+    );
     ensure!(pg.is_member("alice", "orders_writer")?);
     Ok(())
 }
@@ -224,14 +323,20 @@ async fn scheduled_start_grants_at_the_start_time_and_not_before() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extension_lengthens_an_active_grant_without_interruption() -> Result<()> {
     let Env { pg, app, _dir } = env(Setup::default()).await?;
-    let id = app.request("alice", body("pg", "orders", "orders_writer", "4s")).await?;
+    let id = app
+        .request("alice", body("pg", "orders", "orders_writer", "4s"))
+        .await?;
     app.approve("bob", &id).await?;
     let before = app.wait_state(&id, "active", WAIT).await?;
     let mut session = pg.alice().await?;
     can_write_as_writer(&mut session).await?;
 
     let (status, ext) = app
-        .post("alice", &format!("/api/v1/requests/{id}/extend"), json!({"duration": "1h", "reason": "migration still running"}))
+        .post(
+            "alice",
+            &format!("/api/v1/requests/{id}/extend"),
+            json!({"duration": "1h", "reason": "migration still running"}),
+        )
         .await?;
     assert_eq!(status, StatusCode::CREATED, "{ext}");
     assert_eq!(ext["state"], "pending");
@@ -239,7 +344,11 @@ async fn extension_lengthens_an_active_grant_without_interruption() -> Result<()
     let ext_id = ext["id"].as_str().unwrap_or_default().to_owned();
     // A second extension while one is pending is refused.
     let (status, v) = app
-        .post("alice", &format!("/api/v1/requests/{id}/extend"), json!({"duration": "1h", "reason": "again"}))
+        .post(
+            "alice",
+            &format!("/api/v1/requests/{id}/extend"),
+            json!({"duration": "1h", "reason": "again"}),
+        )
         .await?;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
 
@@ -247,17 +356,23 @@ async fn extension_lengthens_an_active_grant_without_interruption() -> Result<()
     assert_eq!(approved["state"], "extended");
     let after = app.show(&id).await?;
     assert_eq!(after["state"], "active");
-    let old_end = chrono::DateTime::parse_from_rfc3339(before["ends_at"].as_str().unwrap_or_default())?;
-    let new_end = chrono::DateTime::parse_from_rfc3339(after["ends_at"].as_str().unwrap_or_default())?;
+    let old_end =
+        chrono::DateTime::parse_from_rfc3339(before["ends_at"].as_str().unwrap_or_default())?;
+    let new_end =
+        chrono::DateTime::parse_from_rfc3339(after["ends_at"].as_str().unwrap_or_default())?;
     assert_eq!(new_end - old_end, chrono::Duration::hours(1));
 
     // Past the original end, the same session still works: no interruption.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    sqlx::query("INSERT INTO orders VALUES (3)").execute(&mut session).await?;
+    sqlx::query("INSERT INTO orders VALUES (3)")
+        .execute(&mut session)
+        .await?;
     let v = app.show(&id).await?;
     assert_eq!(v["state"], "active");
     ensure!(
-        v["attempts"].as_array().is_some_and(|a| a.iter().all(|a| a["kind"] == "apply")),
+        v["attempts"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|a| a["kind"] == "apply")),
         "no removal may have run: {}",
         v["attempts"]
     );
@@ -274,17 +389,35 @@ async fn break_glass_is_granted_without_approval_and_awaits_review() -> Result<(
     ensure!(pg.is_member("alice", "orders_writer")?);
     assert_eq!(v["break_glass"], true);
     assert_eq!(v["review"], "awaiting");
-    ensure!(v["status"].as_str().is_some_and(|s| s.contains("break-glass")), "{}", v["status"]);
+    ensure!(
+        v["status"]
+            .as_str()
+            .is_some_and(|s| s.contains("break-glass")),
+        "{}",
+        v["status"]
+    );
 
-    let (status, r) = app.post("alice", &format!("/api/v1/requests/{id}/acknowledge"), json!({})).await?;
+    let (status, r) = app
+        .post(
+            "alice",
+            &format!("/api/v1/requests/{id}/acknowledge"),
+            json!({}),
+        )
+        .await?;
     assert_eq!(status, StatusCode::FORBIDDEN, "{r}");
     let (status, r) = app
-        .post("bob", &format!("/api/v1/requests/{id}/acknowledge"), json!({"comment": "checked the incident"}))
+        .post(
+            "bob",
+            &format!("/api/v1/requests/{id}/acknowledge"),
+            json!({"comment": "checked the incident"}),
+        )
         .await?;
     assert_eq!(status, StatusCode::OK, "{r}");
     assert_eq!(r["review"], "acknowledged");
     let listed = app.get("alice", "/api/v1/grants?active=true").await?.1;
-    ensure!(listed["grants"].as_array().is_some_and(|g| g.iter().any(|g| g["id"] == id.as_str() && g["break_glass"] == true)));
+    ensure!(listed["grants"].as_array().is_some_and(|g| g
+        .iter()
+        .any(|g| g["id"] == id.as_str() && g["break_glass"] == true)));
     eventually("the break-glass grant's audit event", WAIT, || async {
         let v = app.show(&id).await?;
         Ok(v["events"][0]["details"]["break_glass"] == true)

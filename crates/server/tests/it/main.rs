@@ -10,4 +10,5 @@ mod config_check;
 mod crash;
 mod dev_mode;
 mod lifecycle;
+mod openapi;
 mod provider_failure;

@@ -16,7 +16,11 @@ const WAIT: Duration = Duration::from_secs(30);
 fn retries(v: &serde_json::Value, kind: &str) -> usize {
     v["attempts"]
         .as_array()
-        .map(|a| a.iter().filter(|a| a["kind"] == kind && a["outcome"] == "retry").count())
+        .map(|a| {
+            a.iter()
+                .filter(|a| a["kind"] == kind && a["outcome"] == "retry")
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -27,22 +31,48 @@ async fn apply_is_retried_while_the_target_is_down_and_never_reported_active() -
     let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &Setup::default())).await?;
     pg.cluster.stop()?;
 
-    let id = app.request("alice", body("pg", "orders", "orders_writer", "10m")).await?;
+    let id = app
+        .request("alice", body("pg", "orders", "orders_writer", "10m"))
+        .await?;
     app.approve("bob", &id).await?;
-    eventually("two failed apply attempts", WAIT, || async { Ok(retries(&app.show(&id).await?, "apply") >= 2) }).await?;
+    eventually("two failed apply attempts", WAIT, || async {
+        Ok(retries(&app.show(&id).await?, "apply") >= 2)
+    })
+    .await?;
     let v = app.show(&id).await?;
-    assert_eq!(v["state"], "approved", "a grant that could not be applied must not be active");
-    ensure!(v["status"].as_str().is_some_and(|s| s.contains("failing")), "{}", v["status"]);
-    let error = v["attempts"][0]["error"].as_str().unwrap_or_default().to_owned();
-    ensure!(!error.is_empty() && !error.contains("broker-secret"), "attempt error should explain, without secrets: {error}");
+    assert_eq!(
+        v["state"], "approved",
+        "a grant that could not be applied must not be active"
+    );
+    ensure!(
+        v["status"].as_str().is_some_and(|s| s.contains("failing")),
+        "{}",
+        v["status"]
+    );
+    let error = v["attempts"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        !error.is_empty() && !error.contains("broker-secret"),
+        "attempt error should explain, without secrets: {error}"
+    );
 
-    let metrics = app.call(reqwest::Method::GET, "/metrics", None, None).await?.1;
+    let metrics = app
+        .call(reqwest::Method::GET, "/metrics", None, None)
+        .await?
+        .1;
     let text = metrics.as_str().unwrap_or_default();
     ensure!(
-        text.lines().any(|l| l.starts_with("elevate_job_attempts_total{kind=\"apply\",outcome=\"retry\"}")),
+        text.lines()
+            .any(|l| l.starts_with("elevate_job_attempts_total{kind=\"apply\",outcome=\"retry\"}")),
         "metrics lack apply retries:\n{text}"
     );
-    ensure!(text.lines().any(|l| l.starts_with("elevate_job_retries_total ") && !l.ends_with(" 0")), "{text}");
+    ensure!(
+        text.lines()
+            .any(|l| l.starts_with("elevate_job_retries_total ") && !l.ends_with(" 0")),
+        "{text}"
+    );
 
     pg.cluster.start_again()?;
     app.wait_state(&id, "active", WAIT).await?;
@@ -55,17 +85,37 @@ async fn removal_is_retried_until_the_target_returns() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pg = PgTarget::start(dir.path())?;
     let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &Setup::default())).await?;
-    let id = app.request("alice", body("pg", "orders", "orders_writer", "10m")).await?;
+    let id = app
+        .request("alice", body("pg", "orders", "orders_writer", "10m"))
+        .await?;
     app.approve("bob", &id).await?;
     app.wait_state(&id, "active", WAIT).await?;
 
     pg.cluster.stop()?;
-    let (status, v) = app.post("bob", &format!("/api/v1/requests/{id}/revoke"), json!({"comment": "done"})).await?;
+    let (status, v) = app
+        .post(
+            "bob",
+            &format!("/api/v1/requests/{id}/revoke"),
+            json!({"comment": "done"}),
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK, "{v}");
-    eventually("two failed removal attempts", WAIT, || async { Ok(retries(&app.show(&id).await?, "remove") >= 2) }).await?;
+    eventually("two failed removal attempts", WAIT, || async {
+        Ok(retries(&app.show(&id).await?, "remove") >= 2)
+    })
+    .await?;
     let v = app.show(&id).await?;
-    assert_eq!(v["state"], "ending", "a removal that failed must not be reported done");
-    ensure!(v["status"].as_str().is_some_and(|s| s.contains("revocation failing")), "{}", v["status"]);
+    assert_eq!(
+        v["state"], "ending",
+        "a removal that failed must not be reported done"
+    );
+    ensure!(
+        v["status"]
+            .as_str()
+            .is_some_and(|s| s.contains("revocation failing")),
+        "{}",
+        v["status"]
+    );
 
     pg.cluster.start_again()?;
     app.wait_state(&id, "revoked", WAIT).await?;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what elevate's tests need (idempotent) and runs every check and
+# test: formatting, clippy, unit tests, and integration tests against real
+# PostgreSQL clusters that the tests start and stop themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build artefacts live outside the clone so repeated runs (and CI) reuse them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/elevate-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# PostgreSQL server binaries (initdb, pg_ctl, psql) for the throwaway
+# clusters; runuser (util-linux) to run them as the postgres user when root.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing PostgreSQL"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace

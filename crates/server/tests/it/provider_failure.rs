@@ -122,3 +122,34 @@ async fn removal_is_retried_until_the_target_returns() -> Result<()> {
     ensure!(!pg.is_member("alice", "orders_writer")?);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_the_target_refuses_for_good_fails_with_the_targets_reason() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pg = PgTarget::start(dir.path())?;
+    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &Setup::default())).await?;
+    // eve is eligible in elevate but has no login on this database server.
+    let id = app
+        .request("eve", body("pg", "orders", "orders_reader", "10m"))
+        .await?;
+    app.approve("bob", &id).await?;
+    let v = app.wait_state(&id, "failed", WAIT).await?;
+    let reason = v["decision_comment"].as_str().unwrap_or_default();
+    ensure!(
+        reason.contains("eve"),
+        "the reason should name the missing login: {v}"
+    );
+    ensure!(
+        v["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["action"] == "grant.failed")),
+        "{v}"
+    );
+    ensure!(
+        !v["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["action"] == "grant.activated")),
+        "a refused grant must never be reported active"
+    );
+    Ok(())
+}

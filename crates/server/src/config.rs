@@ -329,7 +329,7 @@ impl Config {
                 line,
                 column,
                 location: String::new(),
-                message: e.message().trim().to_owned(),
+                message: e.message().trim().replace('\n', "; "),
                 warning: false,
             }]
         })?;
@@ -527,7 +527,7 @@ impl Checker<'_> {
                 );
             }
             let subjects = self.subjects(line, &format!("{loc}subjects"), &e.subjects);
-            if subjects.is_empty() {
+            if e.subjects.is_empty() {
                 self.error(
                     line,
                     format!("{loc}subjects"),
@@ -631,7 +631,7 @@ impl Checker<'_> {
             let resources = self.selector(line, &loc, target, &p.resources);
             let roles = p.roles.as_ref().map(|r| self.roles(line, &loc, target, r));
             let approvers = self.subjects(line, &format!("{loc}approvers"), &p.approvers);
-            if approvers.is_empty() {
+            if p.approvers.is_empty() {
                 self.error(
                     line,
                     format!("{loc}approvers"),
@@ -974,6 +974,7 @@ impl Checker<'_> {
                 );
             }
             let mut resources: BTreeMap<Name, Resource> = BTreeMap::new();
+            let mut resource_lines: BTreeMap<Name, Option<usize>> = BTreeMap::new();
             for (j, rs) in t.resources.iter().enumerate() {
                 let rline = self.line_of(rs);
                 let r = rs.get_ref();
@@ -992,6 +993,7 @@ impl Checker<'_> {
                     .parent
                     .as_ref()
                     .and_then(|p| self.name(rline, &rloc, "parent", p));
+                resource_lines.insert(rid.clone(), rline);
                 resources.insert(
                     rid.clone(),
                     Resource {
@@ -1009,8 +1011,14 @@ impl Checker<'_> {
                     "a target needs at least one resource",
                 );
             }
-            // Parents must exist and must not form a cycle.
+            // Parents must exist and must not form a cycle (reported once,
+            // at the first resource found on it).
+            let mut cyclic: BTreeSet<Name> = BTreeSet::new();
             for r in resources.values() {
+                let line = resource_lines.get(&r.id).copied().flatten().or(line);
+                if cyclic.contains(&r.id) {
+                    continue;
+                }
                 let mut seen = BTreeSet::new();
                 let mut current = r.parent.clone();
                 while let Some(p) = current {
@@ -1023,11 +1031,17 @@ impl Checker<'_> {
                         break;
                     }
                     if !seen.insert(p.clone()) || p == r.id {
-                        self.error(
-                            line,
-                            format!("{loc}resources \"{}\" parent", r.id),
-                            "the parents form a cycle",
-                        );
+                        // `p` is on the cycle (`r` may only lead into it).
+                        if !cyclic.contains(&p) {
+                            let at = resource_lines.get(&p).copied().flatten().or(line);
+                            self.error(
+                                at,
+                                format!("{loc}resources \"{p}\" parent"),
+                                "the parents form a cycle",
+                            );
+                        }
+                        cyclic.extend(seen);
+                        cyclic.insert(r.id.clone());
                         break;
                     }
                     current = resources.get(&p).and_then(|x| x.parent.clone());

@@ -267,8 +267,11 @@ impl Store {
                 let head_seq: i64 = h.get(0);
                 let head_hash: String = h.get(1);
                 if head_seq != last || head_hash != prev {
+                    // The first event the recorded head does not vouch for:
+                    // a deleted tail (head ahead) or an appended forgery
+                    // (chain ahead).
                     return Ok(broken(
-                        last + 1,
+                        last.min(head_seq) + 1,
                         count,
                         format!(
                             "the chain ends at event {last} but the recorded head is event {head_seq}: events at the end were deleted or the head was altered"

@@ -28,7 +28,7 @@ use elevate_core::request::{Event, Request, State};
 use elevate_core::values::RequestId;
 use elevate_core::Timestamp;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use audit::{AuditFilter, AuditRecord, Verification};
@@ -157,6 +157,14 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let memory = url.contains(":memory:");
+        if !memory {
+            // One connection first: switching a new file to WAL from several
+            // connections at once can fail with SQLITE_BUSY, and migrations
+            // must run before anyone reads.
+            let mut first = SqliteConnection::connect_with(&options).await?;
+            schema::migrate(&mut first).await?;
+            first.close().await?;
+        }
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists once per connection.
             .max_connections(if memory { 1 } else { 8 })
@@ -169,7 +177,10 @@ impl Store {
             pool,
             write_lock: Arc::new(Mutex::new(())),
         };
-        schema::migrate(&store.pool).await?;
+        if memory {
+            let mut conn = store.pool.acquire().await?;
+            schema::migrate(&mut conn).await?;
+        }
         Ok(store)
     }
 

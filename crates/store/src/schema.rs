@@ -2,7 +2,7 @@
 //! transaction together with the bump of `schema_version`; never edit a
 //! released entry, append a new one.
 
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqliteConnection};
 
 use crate::Result;
 
@@ -80,11 +80,11 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
-pub async fn migrate(pool: &SqlitePool) -> Result<()> {
+pub async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
         .fetch_one(&mut *tx)
         .await?;

@@ -182,8 +182,8 @@ impl PgTarget {
 pub struct TestApp {
     pub url: String,
     pub db_path: PathBuf,
-    pub config_text: String,
-    running: Option<Running>,
+    /// Keeps the in-process server alive for the test's duration.
+    _running: Option<Running>,
     http: reqwest::Client,
 }
 
@@ -198,8 +198,7 @@ impl TestApp {
         Ok(TestApp {
             url: format!("http://{}", running.addr),
             db_path,
-            config_text: config_text.to_owned(),
-            running: Some(running),
+            _running: Some(running),
             http: reqwest::Client::new(),
         })
     }
@@ -209,22 +208,8 @@ impl TestApp {
         TestApp {
             url: url.to_owned(),
             db_path,
-            config_text: String::new(),
-            running: None,
+            _running: None,
             http: reqwest::Client::new(),
-        }
-    }
-
-    pub fn broker(&self) -> Result<&std::sync::Arc<elevate::engine::Broker>> {
-        self.running
-            .as_ref()
-            .map(|r| &r.broker)
-            .context("app stopped")
-    }
-
-    pub async fn stop(&mut self) {
-        if let Some(r) = self.running.take() {
-            r.shutdown().await;
         }
     }
 

@@ -489,10 +489,13 @@ impl Broker {
     /// Applies every deadline that has passed by `now`. Returns how many
     /// requests changed.
     pub async fn run_deadlines_once(&self, now: Timestamp) -> Result<usize, ApiError> {
+        // Deadlines are handled in batches, one transaction each: a burst of
+        // grants ending together costs a few commits, not one per grant.
+        const BATCH: i64 = 256;
         let mut changed = 0;
         let mut seen = HashSet::new();
         loop {
-            let due = self.store.due_requests(now, 200).await?;
+            let due = self.store.due_requests(now, BATCH).await?;
             let fresh: Vec<RequestId> = due
                 .into_iter()
                 .filter(|id| seen.insert(id.clone()))
@@ -500,24 +503,32 @@ impl Broker {
             if fresh.is_empty() {
                 break;
             }
+            // Stamp transitions with the time they really happen.
+            let at = now.max(Utc::now());
+            let mut tx = self.store.begin().await?;
+            let mut batch = Vec::with_capacity(fresh.len());
             for id in fresh {
-                let mut tx = self.store.begin().await?;
                 let Some(stored) = tx.get_request(&id).await? else {
                     continue;
                 };
                 let deadline = stored.request.state.deadline();
-                let Some(change) = stored.request.on_deadline(now) else {
+                let Some(change) = stored.request.on_deadline(at) else {
                     continue;
                 };
-                self.persist(&mut tx, &change, &stored.grant_key, now)
+                self.persist(&mut tx, &change, &stored.grant_key, at)
                     .await?;
-                tx.commit().await?;
-                if let Some(d) = deadline {
-                    self.metrics.deadline_handled((now - d).num_milliseconds());
-                }
-                self.after_commit(&[&change]);
-                changed += 1;
+                batch.push((change, deadline));
             }
+            tx.commit().await?;
+            let done = Utc::now();
+            for (change, deadline) in &batch {
+                if let Some(d) = deadline {
+                    self.metrics
+                        .deadline_handled((done - *d).num_milliseconds());
+                }
+                self.after_commit(&[change]);
+            }
+            changed += batch.len();
         }
         Ok(changed)
     }
@@ -565,7 +576,7 @@ impl Broker {
         let mut ran = 0;
         let mut running = tokio::task::JoinSet::new();
         while ran < limit {
-            let Some(job) = self.store.claim_job(now, JOB_LEASE).await? else {
+            let Some(job) = self.store.claim_jobs(now, JOB_LEASE, 1).await?.pop() else {
                 break;
             };
             ran += 1;
@@ -739,22 +750,24 @@ impl Broker {
     /// concurrently (one per grant key at a time): a slow or unreachable
     /// target never holds up grants on other targets.
     pub async fn run_worker(self: Arc<Self>, shutdown: crate::Shutdown) {
-        const CONCURRENCY: usize = 16;
+        const CONCURRENCY: usize = 64;
         let mut running = tokio::task::JoinSet::new();
         loop {
             let mut claimed = false;
-            while running.len() < CONCURRENCY {
-                match self.store.claim_job(Utc::now(), JOB_LEASE).await {
-                    Ok(Some(job)) => {
-                        claimed = true;
-                        let this = Arc::clone(&self);
-                        running.spawn(async move { this.run_job(job).await });
+            if running.len() < CONCURRENCY {
+                match self
+                    .store
+                    .claim_jobs(Utc::now(), JOB_LEASE, CONCURRENCY - running.len())
+                    .await
+                {
+                    Ok(jobs) => {
+                        claimed = !jobs.is_empty();
+                        for job in jobs {
+                            let this = Arc::clone(&self);
+                            running.spawn(async move { this.run_job(job).await });
+                        }
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot claim jobs; retrying shortly");
-                        break;
-                    }
+                    Err(e) => tracing::error!(error = %e, "cannot claim jobs; retrying shortly"),
                 }
             }
             let sleep = match self.store.next_job_at().await {

@@ -263,40 +263,50 @@ impl Store {
         v.map(from_millis).transpose()
     }
 
-    /// Claims the next due job whose grant key has no job running, for
-    /// `lease`. A worker that dies loses its lease and the job is claimed
-    /// again: providers are idempotent, so a repeat is harmless.
-    pub async fn claim_job(&self, now: Timestamp, lease: Duration) -> Result<Option<Job>> {
+    /// Claims up to `limit` due jobs, at most one per grant key and none
+    /// whose key already has a job running, for `lease`. A worker that dies
+    /// loses its lease and the job is claimed again: providers are
+    /// idempotent, so a repeat is harmless. One statement claims the whole
+    /// batch, so a burst of deadlines costs one commit, not one per job.
+    pub async fn claim_jobs(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
         let now_ms = to_millis(now);
         let until = now_ms + lease.as_millis() as i64;
         let _guard = self.write_lock.lock().await;
-        let row = sqlx::query(
+        let rows = sqlx::query(
             "UPDATE jobs SET locked_until = ?1
-             WHERE id = (
-               SELECT j.id FROM jobs j
+             WHERE id IN (
+               SELECT MIN(j.id) FROM jobs j
                WHERE j.run_at <= ?2
                  AND (j.locked_until IS NULL OR j.locked_until < ?2)
                  AND NOT EXISTS (
                    SELECT 1 FROM jobs k
                    WHERE k.grant_key = j.grant_key AND k.id <> j.id
                      AND k.locked_until IS NOT NULL AND k.locked_until >= ?2)
-               ORDER BY j.run_at, j.id LIMIT 1)
+               GROUP BY j.grant_key
+               ORDER BY MIN(j.run_at), MIN(j.id) LIMIT ?3)
              RETURNING id, request_id, kind, grant_key, attempts",
         )
         .bind(until)
         .bind(now_ms)
-        .fetch_optional(&self.pool)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(Job {
-                id: r.get(0),
-                request_id: parse_id(&r.get::<String, _>(1))?,
-                kind: JobKind::parse(&r.get::<String, _>(2))?,
-                grant_key: r.get(3),
-                attempts: r.get(4),
+        rows.iter()
+            .map(|r| {
+                Ok(Job {
+                    id: r.get(0),
+                    request_id: parse_id(&r.get::<String, _>(1))?,
+                    kind: JobKind::parse(&r.get::<String, _>(2))?,
+                    grant_key: r.get(3),
+                    attempts: r.get(4),
+                })
             })
-        })
-        .transpose()
+            .collect()
     }
 
     /// When the next job becomes due (for the worker's sleep).

@@ -13,7 +13,8 @@
 //!   quorum applies and the shortest pending timeout applies.
 //! - A selector that names nothing matches nothing: deny by default.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -179,6 +180,18 @@ impl Default for Limits {
     }
 }
 
+/// Lookup tables derived from a catalog on first use, so a decision looks
+/// only at the rules that can apply to the asking principal instead of
+/// scanning every eligibility (there may be millions).
+#[derive(Debug, Clone, Default)]
+pub struct CatalogIndex(OnceLock<IndexTables>);
+
+#[derive(Debug, Clone, Default)]
+struct IndexTables {
+    eligibilities_by_subject: HashMap<Subject, Vec<usize>>,
+    policies_by_target: HashMap<Name, Vec<usize>>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Catalog {
     pub targets: BTreeMap<Name, Target>,
@@ -190,6 +203,9 @@ pub struct Catalog {
     /// May read every request and the audit trail; may change nothing.
     pub auditors: Vec<Subject>,
     pub limits: Limits,
+    /// Derived from the fields above; leave it `Default`.
+    #[serde(skip)]
+    pub index: CatalogIndex,
 }
 
 /// One (target, resource, role) the principal may request, with the terms.
@@ -227,6 +243,43 @@ pub struct Ask<'a> {
 }
 
 impl Catalog {
+    fn tables(&self) -> &IndexTables {
+        self.index.0.get_or_init(|| {
+            let mut t = IndexTables::default();
+            for (i, e) in self.eligibilities.iter().enumerate() {
+                for s in &e.subjects {
+                    t.eligibilities_by_subject
+                        .entry(s.clone())
+                        .or_default()
+                        .push(i);
+                }
+            }
+            for (i, p) in self.approval_policies.iter().enumerate() {
+                t.policies_by_target
+                    .entry(p.target.clone())
+                    .or_default()
+                    .push(i);
+            }
+            t
+        })
+    }
+
+    /// The eligibilities naming `p` directly or through a group, each once.
+    fn eligibilities_of<'a>(&'a self, p: &Principal) -> Vec<&'a Eligibility> {
+        let tables = self.tables();
+        let mut idx: Vec<usize> = std::iter::once(Subject::User(p.name.clone()))
+            .chain(p.groups.iter().cloned().map(Subject::Group))
+            .filter_map(|s| tables.eligibilities_by_subject.get(&s))
+            .flatten()
+            .copied()
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter()
+            .filter_map(|i| self.eligibilities.get(i))
+            .collect()
+    }
+
     pub fn is_admin(&self, p: &Principal) -> bool {
         p.matches_any(&self.admins)
     }
@@ -273,13 +326,12 @@ impl Catalog {
     ) -> Result<Permit<'a>, DomainError> {
         let (target, resource) = self.resolve(ask.target, ask.resource, ask.role)?;
         let covering: Vec<&Eligibility> = self
-            .eligibilities
-            .iter()
+            .eligibilities_of(p)
+            .into_iter()
             .filter(|e| {
                 e.target == target.id
                     && e.valid_at(now)
                     && e.roles.contains(ask.role)
-                    && p.matches_any(&e.subjects)
                     && e.resources.matches(target, resource)
             })
             .collect();
@@ -341,9 +393,9 @@ impl Catalog {
     pub fn eligible_roles(&self, p: &Principal, now: Timestamp) -> Vec<EligibleRole> {
         let mut best: BTreeMap<(Name, Name, Name), EligibleRole> = BTreeMap::new();
         for e in self
-            .eligibilities
-            .iter()
-            .filter(|e| e.valid_at(now) && p.matches_any(&e.subjects))
+            .eligibilities_of(p)
+            .into_iter()
+            .filter(|e| e.valid_at(now))
         {
             let Some(target) = self.targets.get(&e.target) else {
                 continue;
@@ -403,11 +455,21 @@ impl Catalog {
         let mut approvers: Vec<Subject> = Vec::new();
         let mut quorum = 0;
         let mut timeout: Option<Span> = None;
-        for p in self.approval_policies.iter().filter(|p| {
-            p.target == *target
-                && p.resources.matches(t, r)
-                && p.roles.as_ref().is_none_or(|roles| roles.contains(role))
-        }) {
+        let candidates = self
+            .tables()
+            .policies_by_target
+            .get(target)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for p in candidates
+            .iter()
+            .filter_map(|i| self.approval_policies.get(*i))
+            .filter(|p| {
+                p.target == *target
+                    && p.resources.matches(t, r)
+                    && p.roles.as_ref().is_none_or(|roles| roles.contains(role))
+            })
+        {
             policies.push(p.id.clone());
             for a in &p.approvers {
                 if !approvers.contains(a) {
@@ -529,6 +591,7 @@ pub(crate) mod tests {
             admins: vec![Subject::parse("group:security").unwrap()],
             auditors: vec![],
             limits: Limits::default(),
+            index: CatalogIndex::default(),
         }
     }
 

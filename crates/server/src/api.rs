@@ -40,6 +40,7 @@ pub fn router(broker: AppState, max_body_bytes: usize) -> Router {
         .route("/requests/{id}/extend", post(extend))
         .route("/requests/{id}/acknowledge", post(acknowledge))
         .route("/grants", get(list_grants))
+        .route("/check", get(check))
         .route("/audit", get(audit_list))
         .route("/audit/export", get(audit_export))
         .route("/audit/verify", get(audit_verify))
@@ -736,6 +737,116 @@ async fn extend(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(view(&b, &r))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckQuery {
+    target: String,
+    resource: String,
+    role: String,
+    /// Whom to ask about; default the caller. Asking about someone else is
+    /// for admins and auditors.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// The decision point: may this user request (target, resource, role), and
+/// do they hold it right now? For integrations that must ask at the moment
+/// of use, and for people wondering why they cannot do something.
+async fn check(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Q(q): Q<CheckQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let subject = match q.user.as_deref() {
+        None => p.clone(),
+        Some(raw) => {
+            let name = elevate_core::values::UserName::parse(raw)?;
+            if name != p.name && !b.catalog.is_admin(&p) && !b.catalog.is_auditor(&p) {
+                return Err(ApiError::client(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "only admins and auditors may check another user",
+                ));
+            }
+            b.directory
+                .users()
+                .find(|u| u.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::client(
+                        StatusCode::NOT_FOUND,
+                        "unknown_user",
+                        format!("no user \"{name}\""),
+                    )
+                })?
+        }
+    };
+    let target = elevate_core::values::Name::parse("target", &q.target)?;
+    let resource = elevate_core::values::Name::parse("resource", &q.resource)?;
+    let role = elevate_core::values::Name::parse("role", &q.role)?;
+    let now = Utc::now();
+    let permit = b.catalog.permit(
+        &subject,
+        elevate_core::policy::Ask {
+            target: &target,
+            resource: &resource,
+            role: &role,
+            duration: b.catalog.limits.min_duration,
+            has_ticket: true,
+            break_glass: false,
+        },
+        now,
+    );
+    let (eligible, terms, reason) = match permit {
+        Ok(permit) => {
+            let e = permit.eligibility;
+            (
+                true,
+                json!({
+                    "eligibility": e.id,
+                    "max_duration": e.max_duration,
+                    "approval_required": e.approval_required,
+                    "ticket_required": e.ticket_required,
+                    "break_glass": e.break_glass,
+                    "not_after": e.not_after,
+                }),
+                None,
+            )
+        }
+        // Unknown names are the caller's mistake, not a "no".
+        Err(
+            e @ (elevate_core::DomainError::UnknownTarget(_)
+            | elevate_core::DomainError::UnknownResource { .. }
+            | elevate_core::DomainError::UnknownRole { .. }),
+        ) => return Err(e.into()),
+        Err(e) => (false, Value::Null, Some(e.to_string())),
+    };
+    let grant = b
+        .store
+        .active_grant(
+            subject.name.as_str(),
+            target.as_str(),
+            resource.as_str(),
+            role.as_str(),
+            now,
+        )
+        .await?;
+    Ok(Json(json!({
+        "user": subject.name,
+        "target": target,
+        "resource": resource,
+        "role": role,
+        "eligible": eligible,
+        "terms": terms,
+        "not_eligible_because": reason,
+        "elevated": grant.is_some(),
+        "grant": grant.map(|g| json!({
+            "id": g.request.id,
+            "ends_at": g.request.state.window().map(|w| w.ends_at),
+        })),
+    })))
 }
 
 fn require_auditor(b: &Broker, p: &Principal) -> Result<(), ApiError> {

@@ -301,6 +301,7 @@ impl Config {
             admins: self.admins.clone(),
             auditors: self.auditors.clone(),
             limits: self.limits.clone(),
+            index: Default::default(),
         }
     }
 

@@ -230,6 +230,44 @@ impl Store {
         rows.iter().map(stored_request).collect()
     }
 
+    /// The active grant of `requester` on (target, resource, role) whose
+    /// window contains `now`, if any: "is this user elevated for X now?".
+    pub async fn active_grant(
+        &self,
+        requester: &str,
+        target: &str,
+        resource: &str,
+        role: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredRequest>> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_REQUEST} WHERE r.requester = ? AND r.target = ? AND r.resource = ? AND r.role = ? AND r.state = 'active'"
+        ))
+        .bind(requester)
+        .bind(target)
+        .bind(resource)
+        .bind(role)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut best: Option<StoredRequest> = None;
+        for row in &rows {
+            let s = stored_request(row)?;
+            let Some(w) = s.request.state.window() else {
+                continue;
+            };
+            if w.starts_at <= now
+                && now < w.ends_at
+                && best
+                    .as_ref()
+                    .and_then(|b| b.request.state.window())
+                    .is_none_or(|b| b.ends_at < w.ends_at)
+            {
+                best = Some(s);
+            }
+        }
+        Ok(best)
+    }
+
     /// Extensions of `parent`, newest first.
     pub async fn extensions_of(&self, parent: &RequestId) -> Result<Vec<StoredRequest>> {
         let rows = sqlx::query(&format!(

@@ -567,190 +567,155 @@ impl Broker {
         Duration::from_millis(((capped as f64) * jitter) as u64)
     }
 
-    /// Runs every job due by `now`, up to `limit`. Returns how many ran.
+    /// Runs every job due by `now`, up to `limit`, and records the results
+    /// in one transaction. Returns how many ran.
     pub async fn run_jobs_once(
         self: &Arc<Self>,
         now: Timestamp,
         limit: usize,
     ) -> Result<usize, ApiError> {
-        let mut ran = 0;
+        let jobs = self.store.claim_jobs(now, JOB_LEASE, limit).await?;
+        let count = jobs.len();
         let mut running = tokio::task::JoinSet::new();
-        while ran < limit {
-            let Some(job) = self.store.claim_jobs(now, JOB_LEASE, 1).await?.pop() else {
-                break;
-            };
-            ran += 1;
-            // Jobs of different grant keys run concurrently; the claim
-            // guarantees one job per key at a time.
+        for job in jobs {
             let this = Arc::clone(self);
-            running.spawn(async move { this.run_job(job).await });
-            while running.len() >= 16 {
-                if let Some(r) = running.join_next().await {
-                    log_job_result(r);
-                }
+            running.spawn(async move { this.execute(job).await });
+        }
+        let mut outcomes = Vec::with_capacity(count);
+        while let Some(r) = running.join_next().await {
+            if let Some(o) = joined(r) {
+                outcomes.push(o);
             }
         }
-        while let Some(r) = running.join_next().await {
-            log_job_result(r);
-        }
-        Ok(ran)
+        self.record(outcomes).await?;
+        Ok(count)
     }
 
-    async fn run_job(&self, job: Job) -> Result<(), ApiError> {
-        let Some(stored) = self.store.get_request(&job.request_id).await? else {
-            let mut tx = self.store.begin().await?;
-            tx.finish_job(&job).await?;
-            tx.commit().await?;
-            return Ok(());
-        };
-        let spec = self.grant_spec(&stored.request);
-        let provider = match self.providers.get(&stored.request.target) {
-            Some(p) => p.clone(),
-            None => {
-                let err = ProviderError::Retryable(format!(
-                    "target \"{}\" is no longer configured",
-                    stored.request.target
-                ));
-                return self.job_failed(&job, &err).await;
+    /// Calls the provider for one job. Writes nothing: the worker records
+    /// outcomes in batches (group commit), so a thousand grants ending
+    /// together cost a few commits, not a thousand.
+    async fn execute(&self, job: Job) -> Outcome {
+        let stored = match self.store.get_request(&job.request_id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Outcome {
+                    job,
+                    result: Done::Drop,
+                }
+            }
+            Err(e) => {
+                let result = Done::Retry(format!("cannot read the request: {e}"));
+                return Outcome { job, result };
             }
         };
-        match job.kind {
+        let Some(provider) = self.providers.get(&stored.request.target).cloned() else {
+            let result = Done::Retry(format!(
+                "target \"{}\" is no longer configured",
+                stored.request.target
+            ));
+            return Outcome { job, result };
+        };
+        let spec = self.grant_spec(&stored.request);
+        let result = match job.kind {
             JobKind::Apply => {
                 if !matches!(stored.request.state, State::Approved { .. }) {
                     // Revoked or ended before it was applied: the removal
                     // queued behind this job takes care of the target.
-                    let mut tx = self.store.begin().await?;
-                    tx.finish_job(&job).await?;
-                    tx.commit().await?;
-                    return Ok(());
-                }
-                let result = provider.apply(&spec).await;
-                let now = Utc::now();
-                match result {
-                    Ok(()) => {
-                        let mut tx = self.store.begin().await?;
-                        tx.record_attempt(&job.request_id, JobKind::Apply, now, "ok", None)
-                            .await?;
-                        tx.finish_job(&job).await?;
-                        let current = tx.get_request(&job.request_id).await?;
-                        let change = current.and_then(|c| c.request.on_applied(now));
-                        if let Some(c) = &change {
-                            self.persist(&mut tx, c, &stored.grant_key, now).await?;
-                        }
-                        tx.commit().await?;
-                        self.metrics.job_attempt("apply", "ok");
-                        if let Some(c) = &change {
-                            self.after_commit(&[c]);
-                        }
-                        Ok(())
+                    Done::Drop
+                } else {
+                    match provider.apply(&spec).await {
+                        Ok(()) => Done::Applied,
+                        Err(ProviderError::Permanent(reason)) => Done::Refused(reason),
+                        Err(e) => Done::Retry(e.to_string()),
                     }
-                    Err(ProviderError::Permanent(reason)) => {
-                        tracing::error!(request = %job.request_id, error = %reason, "provider refused the grant");
-                        let mut tx = self.store.begin().await?;
-                        tx.record_attempt(
-                            &job.request_id,
-                            JobKind::Apply,
-                            now,
-                            "failed",
-                            Some(&reason),
-                        )
-                        .await?;
-                        tx.finish_job(&job).await?;
-                        let current = tx.get_request(&job.request_id).await?;
-                        let change = current.and_then(|c| c.request.on_apply_failed(&reason, now));
-                        if let Some(c) = &change {
-                            self.persist(&mut tx, c, &stored.grant_key, now).await?;
-                        }
-                        tx.commit().await?;
-                        self.metrics.job_attempt("apply", "failed");
-                        if let Some(c) = &change {
-                            self.after_commit(&[c]);
-                        }
-                        Ok(())
-                    }
-                    Err(e) => self.job_failed(&job, &e).await,
                 }
             }
             JobKind::Remove => {
                 // The claim holds every other job of this grant key off, so
                 // nothing can grant the role between this check and the
                 // removal below.
-                let mut tx = self.store.begin().await?;
-                let holder = tx.other_holder(&stored.grant_key, &job.request_id).await?;
-                drop(tx);
-                if let Some(holder) = holder {
-                    let now = Utc::now();
-                    let mut tx = self.store.begin().await?;
-                    let note = format!("role kept: still needed by {holder}");
-                    tx.record_attempt(
-                        &job.request_id,
-                        JobKind::Remove,
-                        now,
-                        "skipped",
-                        Some(&note),
-                    )
-                    .await?;
-                    tx.finish_job(&job).await?;
-                    let current = tx.get_request(&job.request_id).await?;
-                    let change = current.and_then(|c| c.request.on_removed(Some(&holder), now));
-                    if let Some(c) = &change {
-                        self.persist(&mut tx, c, &stored.grant_key, now).await?;
-                    }
-                    tx.commit().await?;
-                    self.metrics.job_attempt("remove", "skipped");
-                    if let Some(c) = &change {
-                        self.after_commit(&[c]);
-                    }
-                    return Ok(());
-                }
-                match provider.remove(&spec).await {
-                    Ok(()) => {
-                        let now = Utc::now();
-                        let mut tx = self.store.begin().await?;
-                        tx.record_attempt(&job.request_id, JobKind::Remove, now, "ok", None)
-                            .await?;
-                        tx.finish_job(&job).await?;
-                        let current = tx.get_request(&job.request_id).await?;
-                        let change = current.and_then(|c| c.request.on_removed(None, now));
-                        if let Some(c) = &change {
-                            self.persist(&mut tx, c, &stored.grant_key, now).await?;
-                        }
-                        tx.commit().await?;
-                        self.metrics.job_attempt("remove", "ok");
-                        if let Some(c) = &change {
-                            self.after_commit(&[c]);
-                        }
-                        Ok(())
-                    }
-                    // A removal is never given up: access left behind is
-                    // the failure this tool exists to prevent.
-                    Err(e) => self.job_failed(&job, &e).await,
+                match self
+                    .store
+                    .other_holder(&job.grant_key, &job.request_id)
+                    .await
+                {
+                    Ok(Some(holder)) => Done::Kept(holder),
+                    Ok(None) => match provider.remove(&spec).await {
+                        Ok(()) => Done::Removed,
+                        // A removal is never given up: access left behind
+                        // is the failure this tool exists to prevent.
+                        Err(e) => Done::Retry(e.to_string()),
+                    },
+                    Err(e) => Done::Retry(format!("cannot check other grants: {e}")),
                 }
             }
-        }
+        };
+        Outcome { job, result }
     }
 
-    async fn job_failed(&self, job: &Job, error: &ProviderError) -> Result<(), ApiError> {
+    /// Stores the outcomes of provider calls, all in one transaction.
+    async fn record(&self, outcomes: Vec<Outcome>) -> Result<(), ApiError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         let now = Utc::now();
-        let message = error.to_string();
-        let kind = job.kind.as_str();
-        tracing::warn!(request = %job.request_id, job = kind, attempt = job.attempts + 1, error = %message, "provider call failed; will retry");
-        let run_at =
-            now + chrono::Duration::from_std(self.backoff(job.attempts)).unwrap_or_default();
+        let mut changes = Vec::new();
         let mut tx = self.store.begin().await?;
-        tx.record_attempt(&job.request_id, job.kind, now, "retry", Some(&message))
-            .await?;
-        tx.retry_job(job, run_at, &message).await?;
+        for Outcome { job, result } in &outcomes {
+            let kind = job.kind;
+            let (outcome, error) = match result {
+                Done::Drop => {
+                    tx.finish_job(job).await?;
+                    continue;
+                }
+                Done::Applied | Done::Removed => ("ok", None),
+                Done::Kept(holder) => (
+                    "skipped",
+                    Some(format!("role kept: still needed by {holder}")),
+                ),
+                Done::Refused(reason) => ("failed", Some(reason.clone())),
+                Done::Retry(error) => ("retry", Some(error.clone())),
+            };
+            tx.record_attempt(&job.request_id, kind, now, outcome, error.as_deref())
+                .await?;
+            self.metrics.job_attempt(kind.as_str(), outcome);
+            if let Done::Retry(error) = result {
+                tracing::warn!(request = %job.request_id, job = kind.as_str(), attempt = job.attempts + 1, error = %error, "provider call failed; will retry");
+                let run_at = now
+                    + chrono::Duration::from_std(self.backoff(job.attempts)).unwrap_or_default();
+                tx.retry_job(job, run_at, error).await?;
+                continue;
+            }
+            tx.finish_job(job).await?;
+            let Some(current) = tx.get_request(&job.request_id).await? else {
+                continue;
+            };
+            let change = match result {
+                Done::Applied => current.request.on_applied(now),
+                Done::Refused(reason) => {
+                    tracing::error!(request = %job.request_id, error = %reason, "provider refused the grant");
+                    current.request.on_apply_failed(reason, now)
+                }
+                Done::Removed => current.request.on_removed(None, now),
+                Done::Kept(holder) => current.request.on_removed(Some(holder), now),
+                Done::Drop | Done::Retry(_) => None,
+            };
+            if let Some(c) = change {
+                self.persist(&mut tx, &c, &current.grant_key, now).await?;
+                changes.push(c);
+            }
+        }
         tx.commit().await?;
-        self.metrics.job_attempt(kind, "retry");
+        self.after_commit(&changes.iter().collect::<Vec<_>>());
         Ok(())
     }
 
     /// The worker loop; returns when `shutdown` fires. Jobs run
     /// concurrently (one per grant key at a time): a slow or unreachable
-    /// target never holds up grants on other targets.
+    /// target never holds up grants on other targets. Finished jobs are
+    /// recorded together.
     pub async fn run_worker(self: Arc<Self>, shutdown: crate::Shutdown) {
-        const CONCURRENCY: usize = 64;
+        const CONCURRENCY: usize = 256;
         let mut running = tokio::task::JoinSet::new();
         loop {
             let mut claimed = false;
@@ -764,7 +729,7 @@ impl Broker {
                         claimed = !jobs.is_empty();
                         for job in jobs {
                             let this = Arc::clone(&self);
-                            running.spawn(async move { this.run_job(job).await });
+                            running.spawn(async move { this.execute(job).await });
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "cannot claim jobs; retrying shortly"),
@@ -785,19 +750,45 @@ impl Broker {
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.worker_wake.notified() => {}
-                Some(done) = running.join_next(), if !running.is_empty() => log_job_result(done),
+                Some(first) = running.join_next(), if !running.is_empty() => {
+                    let mut outcomes: Vec<Outcome> = joined(first).into_iter().collect();
+                    while let Some(more) = running.try_join_next() {
+                        outcomes.extend(joined(more));
+                    }
+                    if let Err(e) = self.record(outcomes).await {
+                        tracing::error!(error = %e.log_text(), "cannot record job results; the jobs run again when their lease ends");
+                    }
+                }
                 _ = shutdown.wait() => return,
             }
         }
     }
 }
 
-fn log_job_result(r: Result<Result<(), ApiError>, tokio::task::JoinError>) {
+/// What a provider call came to.
+enum Done {
+    Applied,
+    /// The provider refused for good.
+    Refused(String),
+    Removed,
+    /// Another grant still needs the role; it was left in place.
+    Kept(RequestId),
+    Retry(String),
+    /// Nothing to do any more (the request moved on or is gone).
+    Drop,
+}
+
+struct Outcome {
+    job: Job,
+    result: Done,
+}
+
+fn joined(r: Result<Outcome, tokio::task::JoinError>) -> Option<Outcome> {
     match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(error = %e.log_text(), "job bookkeeping failed; the job will be retried when its lease ends")
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::error!(error = %e, "job task ended abnormally; it runs again when its lease ends");
+            None
         }
-        Err(e) => tracing::error!(error = %e, "job task ended abnormally"),
     }
 }

@@ -268,6 +268,25 @@ impl Store {
         Ok(best)
     }
 
+    /// Another request holding the role behind `grant_key` (approved or
+    /// active), if any: its removal must then leave the role in place.
+    pub async fn other_holder(
+        &self,
+        grant_key: &str,
+        except: &RequestId,
+    ) -> Result<Option<RequestId>> {
+        let row: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM requests WHERE grant_key = ? AND id <> ? AND state IN (?, ?) LIMIT 1",
+        )
+        .bind(grant_key)
+        .bind(except.as_str())
+        .bind(State::NEEDS_ROLE[0])
+        .bind(State::NEEDS_ROLE[1])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|s| parse_id(&s)).transpose()
+    }
+
     /// Extensions of `parent`, newest first.
     pub async fn extensions_of(&self, parent: &RequestId) -> Result<Vec<StoredRequest>> {
         let rows = sqlx::query(&format!(
@@ -526,25 +545,6 @@ impl Tx<'_> {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
-    }
-
-    /// Another request holding the role behind `grant_key` (approved or
-    /// active), if any: its removal must then leave the role in place.
-    pub async fn other_holder(
-        &mut self,
-        grant_key: &str,
-        except: &RequestId,
-    ) -> Result<Option<RequestId>> {
-        let row: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM requests WHERE grant_key = ? AND id <> ? AND state IN (?, ?) LIMIT 1",
-        )
-        .bind(grant_key)
-        .bind(except.as_str())
-        .bind(State::NEEDS_ROLE[0])
-        .bind(State::NEEDS_ROLE[1])
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        row.map(|s| parse_id(&s)).transpose()
     }
 
     /// The pending extension of `parent`, if any.

@@ -770,17 +770,13 @@ async fn check(
                     "only admins and auditors may check another user",
                 ));
             }
-            b.directory
-                .users()
-                .find(|u| u.name == name)
-                .cloned()
-                .ok_or_else(|| {
-                    ApiError::client(
-                        StatusCode::NOT_FOUND,
-                        "unknown_user",
-                        format!("no user \"{name}\""),
-                    )
-                })?
+            b.directory.get(&name).cloned().ok_or_else(|| {
+                ApiError::client(
+                    StatusCode::NOT_FOUND,
+                    "unknown_user",
+                    format!("no user \"{name}\""),
+                )
+            })?
         }
     };
     let target = elevate_core::values::Name::parse("target", &q.target)?;

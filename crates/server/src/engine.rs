@@ -83,8 +83,7 @@ impl Broker {
     fn grant_spec(&self, r: &Request) -> GrantSpec {
         let email = self
             .directory
-            .users()
-            .find(|p| p.name == r.requester)
+            .get(&r.requester)
             .and_then(|p| p.email.as_ref().map(|e| e.as_str().to_owned()));
         GrantSpec {
             request_id: r.id.to_string(),
@@ -595,7 +594,7 @@ impl Broker {
     /// outcomes in batches (group commit), so a thousand grants ending
     /// together cost a few commits, not a thousand.
     async fn execute(&self, job: Job) -> Outcome {
-        let stored = match self.store.get_request(&job.request_id).await {
+        let stored = match self.store.get_request_plain(&job.request_id).await {
             Ok(Some(s)) => s,
             Ok(None) => {
                 return Outcome {

@@ -207,6 +207,16 @@ impl Store {
         row.map(|r| stored_request(&r)).transpose()
     }
 
+    /// The request and its grant key, without the attempt counters that
+    /// only listings need (the job worker's read).
+    pub async fn get_request_plain(&self, id: &RequestId) -> Result<Option<StoredRequest>> {
+        let row = sqlx::query("SELECT doc, grant_key, 0, 0 FROM requests WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| stored_request(&r)).transpose()
+    }
+
     pub async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<StoredRequest>> {
         let mut sql = format!("{SELECT_REQUEST} WHERE 1=1");
         if filter.requester.is_some() {
@@ -337,9 +347,13 @@ impl Store {
         let rows = sqlx::query(
             "UPDATE jobs SET locked_until = ?1
              WHERE id IN (
-               SELECT MIN(j.id) FROM jobs j
-               WHERE j.run_at <= ?2
-                 AND (j.locked_until IS NULL OR j.locked_until < ?2)
+               SELECT MIN(j.id) FROM (
+                 -- Only the earliest due jobs are considered, so a large
+                 -- backlog does not make every claim scan all of it.
+                 SELECT id, grant_key, run_at FROM jobs
+                 WHERE run_at <= ?2 AND (locked_until IS NULL OR locked_until < ?2)
+                 ORDER BY run_at, id LIMIT ?3 * 4) j
+               WHERE 1 = 1
                  AND NOT EXISTS (
                    SELECT 1 FROM jobs k
                    WHERE k.grant_key = j.grant_key AND k.id <> j.id
@@ -368,10 +382,13 @@ impl Store {
 
     /// When the next job becomes due (for the worker's sleep).
     pub async fn next_job_at(&self) -> Result<Option<Timestamp>> {
+        // Jobs running now are not counted: the worker learns of their end
+        // directly. Walks the run_at index from the front, so it stays
+        // cheap with a large backlog.
         let v: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > run_at
-                             THEN locked_until ELSE run_at END) FROM jobs",
+            "SELECT MIN(run_at) FROM jobs WHERE locked_until IS NULL OR locked_until < ?",
         )
+        .bind(to_millis(chrono::Utc::now()))
         .fetch_one(&self.pool)
         .await?;
         v.map(from_millis).transpose()
@@ -502,8 +519,10 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The request and its grant key, without the attempt counters that
+    /// only listings need.
     pub async fn get_request(&mut self, id: &RequestId) -> Result<Option<StoredRequest>> {
-        let row = sqlx::query(&format!("{SELECT_REQUEST} WHERE r.id = ?"))
+        let row = sqlx::query("SELECT doc, grant_key, 0, 0 FROM requests WHERE id = ?")
             .bind(id.as_str())
             .fetch_optional(&mut *self.tx)
             .await?;

@@ -190,6 +190,10 @@ pub struct CatalogIndex(OnceLock<IndexTables>);
 struct IndexTables {
     eligibilities_by_subject: HashMap<Subject, Vec<usize>>,
     policies_by_target: HashMap<Name, Vec<usize>>,
+    /// Per target: resource → its direct children.
+    children: HashMap<Name, HashMap<Name, Vec<Name>>>,
+    /// Per target: (tag key, value) → resources carrying it.
+    tagged: HashMap<Name, HashMap<(String, String), Vec<Name>>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -260,6 +264,24 @@ impl Catalog {
                     .or_default()
                     .push(i);
             }
+            for target in self.targets.values() {
+                let children = t.children.entry(target.id.clone()).or_default();
+                let tagged = t.tagged.entry(target.id.clone()).or_default();
+                for r in target.resources.values() {
+                    if let Some(parent) = &r.parent {
+                        children
+                            .entry(parent.clone())
+                            .or_default()
+                            .push(r.id.clone());
+                    }
+                    for (k, v) in &r.tags {
+                        tagged
+                            .entry((k.clone(), v.clone()))
+                            .or_default()
+                            .push(r.id.clone());
+                    }
+                }
+            }
             t
         })
     }
@@ -277,6 +299,51 @@ impl Catalog {
         idx.dedup();
         idx.into_iter()
             .filter_map(|i| self.eligibilities.get(i))
+            .collect()
+    }
+
+    /// Every resource of `target` that `selector` covers, found through
+    /// the index (children and tag tables) rather than by testing each
+    /// resource of the target.
+    pub fn resources_matching<'a>(
+        &'a self,
+        target: &'a Target,
+        selector: &ResourceSelector,
+    ) -> Vec<&'a Resource> {
+        let tables = self.tables();
+        let mut found: BTreeSet<&Name> = BTreeSet::new();
+        for id in &selector.ids {
+            if let Some((k, _)) = target.resources.get_key_value(id) {
+                found.insert(k);
+            }
+        }
+        if let Some(children) = tables.children.get(&target.id) {
+            let mut stack: Vec<&Name> = selector.under.iter().collect();
+            let mut seen: BTreeSet<&Name> = BTreeSet::new();
+            while let Some(n) = stack.pop() {
+                for c in children.get(n).into_iter().flatten() {
+                    // `seen` also stops a (refused at load) cycle.
+                    if seen.insert(c) {
+                        found.insert(c);
+                        stack.push(c);
+                    }
+                }
+            }
+        }
+        if let (Some((k, v)), Some(tagged)) =
+            (selector.tags.iter().next(), tables.tagged.get(&target.id))
+        {
+            for id in tagged.get(&(k.clone(), v.clone())).into_iter().flatten() {
+                if let Some(r) = target.resources.get(id) {
+                    if selector.tags.iter().all(|(k, v)| r.tags.get(k) == Some(v)) {
+                        found.insert(id);
+                    }
+                }
+            }
+        }
+        found
+            .into_iter()
+            .filter_map(|id| target.resources.get(id))
             .collect()
     }
 
@@ -400,11 +467,7 @@ impl Catalog {
             let Some(target) = self.targets.get(&e.target) else {
                 continue;
             };
-            for resource in target
-                .resources
-                .values()
-                .filter(|r| e.resources.matches(target, r))
-            {
+            for resource in self.resources_matching(target, &e.resources) {
                 for role in e.roles.iter().filter(|r| target.roles.contains(*r)) {
                     let entry = EligibleRole {
                         target: target.id.clone(),
@@ -670,6 +733,50 @@ pub(crate) mod tests {
         );
         assert!(c.eligible_roles(&alice, later).is_empty());
         assert_eq!(c.eligible_roles(&alice, t0()).len(), 3);
+    }
+
+    #[test]
+    fn the_index_finds_exactly_the_resources_a_selector_matches() {
+        let c = catalog();
+        let t = &c.targets[&n("pg")];
+        let tag = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let selectors = [
+            ResourceSelector {
+                under: [n("prod")].into_iter().collect(),
+                ..Default::default()
+            },
+            ResourceSelector {
+                ids: [n("staging"), n("nope")].into_iter().collect(),
+                tags: tag(&[("env", "prod")]),
+                ..Default::default()
+            },
+            ResourceSelector {
+                tags: tag(&[("env", "prod"), ("team", "orders")]),
+                ..Default::default()
+            },
+            ResourceSelector::default(),
+        ];
+        for sel in selectors {
+            let mut by_index: Vec<&str> = c
+                .resources_matching(t, &sel)
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect();
+            let mut by_scan: Vec<&str> = t
+                .resources
+                .values()
+                .filter(|r| sel.matches(t, r))
+                .map(|r| r.id.as_str())
+                .collect();
+            by_index.sort();
+            by_scan.sort();
+            assert_eq!(by_index, by_scan, "{sel:?}");
+        }
     }
 
     #[test]

@@ -335,7 +335,9 @@ impl Config {
             }]
         })?;
         let mut checker = Checker {
-            text,
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
             problems: Vec::new(),
         };
         let config = checker.build(file, base);
@@ -352,6 +354,23 @@ impl Config {
     }
 }
 
+/// How many configured users could approve under `approvers`, counting a
+/// user named directly and through a group once per subject (an upper
+/// bound when subjects overlap; only used for a warning).
+fn possible_approvers(
+    approvers: &[Subject],
+    users: &BTreeSet<UserName>,
+    members: &HashMap<&GroupName, usize>,
+) -> usize {
+    approvers
+        .iter()
+        .map(|a| match a {
+            Subject::User(u) => usize::from(users.contains(u)),
+            Subject::Group(g) => members.get(g).copied().unwrap_or(0),
+        })
+        .sum()
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -359,14 +378,21 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-struct Checker<'t> {
-    text: &'t str,
+struct Checker {
+    /// Byte offset where each line starts: spans become line numbers by
+    /// binary search, not by rescanning the text for every entry.
+    line_starts: Vec<usize>,
     problems: Vec<Problem>,
 }
 
-impl Checker<'_> {
+impl Checker {
     fn line_of<T>(&self, s: &Spanned<T>) -> Option<usize> {
-        Some(line_col(self.text, s.span().start).0)
+        let offset = s.span().start;
+        Some(
+            self.line_starts
+                .partition_point(|&start| start <= offset)
+                .max(1),
+        )
     }
 
     fn error(
@@ -498,6 +524,12 @@ impl Checker<'_> {
             .iter()
             .flat_map(|u| u.principal.groups.iter().cloned())
             .collect();
+        let mut members: HashMap<&GroupName, usize> = HashMap::new();
+        for u in &users {
+            for g in &u.principal.groups {
+                *members.entry(g).or_insert(0) += 1;
+            }
+        }
         let admins = self.subjects(None, "admins", &file.admins);
         let auditors = self.subjects(None, "auditors", &file.auditors);
         for (list, name) in [(&admins, "admins"), (&auditors, "auditors")] {
@@ -649,10 +681,7 @@ impl Checker<'_> {
             if p.quorum == 0 {
                 self.error(line, format!("{loc}quorum"), "must be at least 1");
             }
-            let possible = users
-                .iter()
-                .filter(|u| u.principal.matches_any(&approvers))
-                .count();
+            let possible = possible_approvers(&approvers, &known_users, &members);
             if !users.is_empty() && (p.quorum as usize) > possible {
                 self.warn(
                     line,
@@ -706,7 +735,7 @@ impl Checker<'_> {
                 continue;
             };
             let mut uncovered = Vec::new();
-            for r in t.resources.values().filter(|r| e.resources.matches(t, r)) {
+            for r in catalog.resources_matching(t, &e.resources) {
                 for role in &e.roles {
                     if catalog.approval_requirement(&t.id, &r.id, role).is_none() {
                         uncovered.push(format!("{}/{role}", r.id));
@@ -870,6 +899,7 @@ impl Checker<'_> {
 
     fn users(&mut self, entries: &[Spanned<UserEntry>]) -> Vec<LocalUser> {
         let mut out: Vec<LocalUser> = Vec::new();
+        let mut names = BTreeSet::new();
         let mut emails = BTreeSet::new();
         for (i, spanned) in entries.iter().enumerate() {
             let line = self.line_of(spanned);
@@ -882,7 +912,7 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            if out.iter().any(|o| o.principal.name == name) {
+            if !names.insert(name.clone()) {
                 self.error(
                     line,
                     loc.clone(),

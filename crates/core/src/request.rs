@@ -439,9 +439,7 @@ impl Request {
         if !requirement.allows(approver) {
             return Err(DomainError::NotApprover);
         }
-        if !matches!(self.state, State::Pending { .. }) {
-            return Err(invalid(&self.state, "approval"));
-        }
+        self.check_pending(now, "approval")?;
         if self.approvals.iter().any(|a| a.by == approver.name) {
             return Err(DomainError::AlreadyApproved);
         }
@@ -482,9 +480,7 @@ impl Request {
         if !requirement.allows(approver) {
             return Err(DomainError::NotApprover);
         }
-        if !matches!(self.state, State::Pending { .. }) {
-            return Err(invalid(&self.state, "rejection"));
-        }
+        self.check_pending(now, "rejection")?;
         if comment.is_empty() {
             return Err(DomainError::invalid(
                 "comment",
@@ -512,8 +508,8 @@ impl Request {
         if by.name != self.requester {
             return Err(DomainError::NotRequester);
         }
-        if !matches!(self.state, State::Pending { .. } | State::Scheduled { .. }) {
-            return Err(invalid(&self.state, "cancelling"));
+        if !matches!(self.state, State::Scheduled { .. }) {
+            self.check_pending(now, "cancelling")?;
         }
         let state = State::Cancelled {
             at: now,
@@ -522,6 +518,21 @@ impl Request {
         };
         let actor = Actor::User(by.name.clone());
         Ok(self.change(state, Action::RequestCancelled, actor, now, json!({}), None))
+    }
+
+    /// A decision is only possible while the request is pending and its
+    /// pending timeout has not passed, even if the scheduler has not yet
+    /// marked it expired: the timeout is the rule, the scheduler only
+    /// records it.
+    fn check_pending(&self, now: Timestamp, action: &'static str) -> Result<(), DomainError> {
+        match self.state {
+            State::Pending { expires_at } if expires_at <= now => Err(DomainError::InvalidState {
+                state: "expired".into(),
+                action,
+            }),
+            State::Pending { .. } => Ok(()),
+            _ => Err(invalid(&self.state, action)),
+        }
     }
 
     /// elevate withdraws a pending extension whose grant ended first.
@@ -560,6 +571,16 @@ impl Request {
         };
         let actor = Actor::User(by.name.clone());
         let details = json!({ "reason": reason });
+        // A window that is over ends by itself; revoking it now would
+        // rewrite how it ended.
+        if let State::Approved { window } | State::Active { window, .. } = self.state {
+            if window.ends_at <= now {
+                return Err(DomainError::InvalidState {
+                    state: "ended".into(),
+                    action: "revocation",
+                });
+            }
+        }
         match self.state {
             // Nothing was applied yet: it simply never starts.
             State::Scheduled { window } => {
@@ -731,6 +752,14 @@ impl Request {
             starts_at: w.starts_at,
             ends_at: w.ends_at + by.as_chrono(),
         };
+        if self.state.window().is_some_and(|w| w.ends_at <= now)
+            && !matches!(self.state, State::Scheduled { .. })
+        {
+            return Err(DomainError::InvalidState {
+                state: "ended".into(),
+                action: "extension",
+            });
+        }
         let (state, old) = match &self.state {
             State::Scheduled { window } => (
                 State::Scheduled {
@@ -937,6 +966,56 @@ mod tests {
             .is_none());
         let c = p.on_deadline(deadline).unwrap();
         assert_eq!(c.request.state.name(), "expired");
+    }
+
+    #[test]
+    fn no_decision_after_the_pending_timeout_even_before_the_scheduler_records_it() {
+        let p = pending();
+        let deadline = p.state.deadline().unwrap();
+        let dan = user("dan", &["dba"]);
+        let late = p
+            .clone()
+            .approve(&dan, &requirement(), Comment::default(), deadline);
+        assert!(
+            matches!(late, Err(DomainError::InvalidState { .. })),
+            "{late:?}"
+        );
+        let late = p.clone().reject(
+            &dan,
+            &requirement(),
+            Comment::parse("no").unwrap(),
+            deadline,
+        );
+        assert!(matches!(late, Err(DomainError::InvalidState { .. })));
+        let alice = user("alice", &["sre"]);
+        assert!(p.clone().cancel(&alice, deadline).is_err());
+        assert!(p
+            .approve(
+                &dan,
+                &requirement(),
+                Comment::default(),
+                deadline - Duration::milliseconds(1)
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn an_ended_window_can_be_neither_revoked_nor_extended() {
+        let alice = user("alice", &["sre"]);
+        let c = Request::create(new_request(None, false), &alice, &n("e"), None, t0()).unwrap();
+        let active = c.request.on_applied(t0()).unwrap().request;
+        let end = t0() + Duration::hours(1);
+        assert!(active
+            .clone()
+            .revoke(&alice, Comment::default(), end)
+            .is_err());
+        assert!(active
+            .clone()
+            .extend_by(&RequestId::from_random(1), Span::from_secs(60), end)
+            .is_err());
+        assert!(active
+            .revoke(&alice, Comment::default(), end - Duration::seconds(1))
+            .is_ok());
     }
 
     #[test]

@@ -334,7 +334,7 @@ fn main() -> Result<()> {
     let f = |k: &str, p: &str| r[k][p].as_f64().unwrap_or(f64::NAN);
     println!(
         "elevate decisions: {} users, {} rules = {} eligibility entries, {} accounts, {} active grants (config parsed in {:.1}s)",
-        r["users"], r["eligibility_rules"], r["eligibility_entries"], r["accounts"], r["active_grants"], f("config_parse_secs", "")
+        r["users"], r["eligibility_rules"], r["eligibility_entries"], r["accounts"], r["active_grants"], r["config_parse_secs"].as_f64().unwrap_or(f64::NAN)
     );
     println!(
         "  may request? (in process)  p50 {:7.1} µs  p99 {:7.1} µs  max {:7.1} µs",

@@ -78,6 +78,9 @@ const MIGRATIONS: &[&str] = &[
         id         TEXT PRIMARY KEY,
         first_seen INTEGER NOT NULL
     );",
+    // 2: "is this user elevated for X now?" must not scan every active
+    // grant.
+    "CREATE INDEX requests_holder ON requests(requester, target, resource, role, state);",
 ];
 
 pub async fn migrate(conn: &mut SqliteConnection) -> Result<()> {

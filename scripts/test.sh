@@ -29,3 +29,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace
+
+# Hostile input: schemathesis against the served OpenAPI document (installs
+# itself into a venv under ~/.cache on first use).
+echo "== API fuzzing"
+bash scripts/fuzz-api.sh

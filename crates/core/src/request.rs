@@ -504,7 +504,12 @@ impl Request {
     }
 
     /// The requester withdraws a request that has not started.
-    pub fn cancel(self, by: &Principal, now: Timestamp) -> Result<Change, DomainError> {
+    pub fn cancel(
+        self,
+        by: &Principal,
+        comment: Comment,
+        now: Timestamp,
+    ) -> Result<Change, DomainError> {
         if by.name != self.requester {
             return Err(DomainError::NotRequester);
         }
@@ -517,7 +522,8 @@ impl Request {
             reason: "cancelled by the requester".into(),
         };
         let actor = Actor::User(by.name.clone());
-        Ok(self.change(state, Action::RequestCancelled, actor, now, json!({}), None))
+        let details = json!({ "comment": comment });
+        Ok(self.change(state, Action::RequestCancelled, actor, now, details, None))
     }
 
     /// A decision is only possible while the request is pending and its
@@ -988,7 +994,10 @@ mod tests {
         );
         assert!(matches!(late, Err(DomainError::InvalidState { .. })));
         let alice = user("alice", &["sre"]);
-        assert!(p.clone().cancel(&alice, deadline).is_err());
+        assert!(p
+            .clone()
+            .cancel(&alice, Comment::default(), deadline)
+            .is_err());
         assert!(p
             .approve(
                 &dan,

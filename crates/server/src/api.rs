@@ -679,8 +679,8 @@ async fn cancel(
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     let id = request_id(&id)?;
-    optional_comment(req).await?;
-    let r = b.cancel(&p, &id).await?;
+    let body = optional_comment(req).await?;
+    let r = b.cancel(&p, &id, comment(body.comment.as_deref())?).await?;
     Ok(Json(view(&b, &r)))
 }
 

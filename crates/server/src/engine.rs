@@ -333,11 +333,16 @@ impl Broker {
         self.load(id).await
     }
 
-    pub async fn cancel(&self, who: &Principal, id: &RequestId) -> Result<StoredRequest, ApiError> {
+    pub async fn cancel(
+        &self,
+        who: &Principal,
+        id: &RequestId,
+        comment: Comment,
+    ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
         let mut tx = self.store.begin().await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
-        let change = stored.request.clone().cancel(who, now)?;
+        let change = stored.request.clone().cancel(who, comment, now)?;
         self.persist(&mut tx, &change, &stored.grant_key, now)
             .await?;
         tx.commit().await?;

@@ -646,18 +646,43 @@ async fn optional_comment(req: Request) -> Result<CommentBody, ApiError> {
     })
 }
 
+/// The decisions that take an optional comment and return the request.
+#[derive(Clone, Copy)]
+enum Decision {
+    Approve,
+    Reject,
+    Cancel,
+    Revoke,
+    Acknowledge,
+}
+
+async fn decide(
+    b: AppState,
+    p: Principal,
+    id: String,
+    req: Request,
+    decision: Decision,
+) -> Result<Json<Value>, ApiError> {
+    let id = request_id(&id)?;
+    let body = optional_comment(req).await?;
+    let comment = comment(body.comment.as_deref())?;
+    let r = match decision {
+        Decision::Approve => b.approve(&p, &id, comment).await?,
+        Decision::Reject => b.reject(&p, &id, comment).await?,
+        Decision::Cancel => b.cancel(&p, &id, comment).await?,
+        Decision::Revoke => b.revoke(&p, &id, comment).await?,
+        Decision::Acknowledge => b.acknowledge(&p, &id, comment).await?,
+    };
+    Ok(Json(view(&b, &r)))
+}
+
 async fn approve(
     State(b): State<AppState>,
     Caller(p): Caller,
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let id = request_id(&id)?;
-    let body = optional_comment(req).await?;
-    let r = b
-        .approve(&p, &id, comment(body.comment.as_deref())?)
-        .await?;
-    Ok(Json(view(&b, &r)))
+    decide(b, p, id, req, Decision::Approve).await
 }
 
 async fn reject(
@@ -666,10 +691,7 @@ async fn reject(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let id = request_id(&id)?;
-    let body = optional_comment(req).await?;
-    let r = b.reject(&p, &id, comment(body.comment.as_deref())?).await?;
-    Ok(Json(view(&b, &r)))
+    decide(b, p, id, req, Decision::Reject).await
 }
 
 async fn cancel(
@@ -678,22 +700,17 @@ async fn cancel(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let id = request_id(&id)?;
-    let body = optional_comment(req).await?;
-    let r = b.cancel(&p, &id, comment(body.comment.as_deref())?).await?;
-    Ok(Json(view(&b, &r)))
+    decide(b, p, id, req, Decision::Cancel).await
 }
 
+/// By the requester this is an early deactivation.
 async fn revoke(
     State(b): State<AppState>,
     Caller(p): Caller,
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let id = request_id(&id)?;
-    let body = optional_comment(req).await?;
-    let r = b.revoke(&p, &id, comment(body.comment.as_deref())?).await?;
-    Ok(Json(view(&b, &r)))
+    decide(b, p, id, req, Decision::Revoke).await
 }
 
 async fn acknowledge(
@@ -702,12 +719,7 @@ async fn acknowledge(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let id = request_id(&id)?;
-    let body = optional_comment(req).await?;
-    let r = b
-        .acknowledge(&p, &id, comment(body.comment.as_deref())?)
-        .await?;
-    Ok(Json(view(&b, &r)))
+    decide(b, p, id, req, Decision::Acknowledge).await
 }
 
 #[derive(Deserialize)]

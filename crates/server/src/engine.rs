@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use elevate_core::policy::{Ask, Catalog};
+use elevate_core::policy::{ApprovalRequirement, Ask, Catalog};
 use elevate_core::principal::Principal;
 use elevate_core::request::{Change, Effect, Kind, NewRequest, Request, State};
 use elevate_core::values::{Comment, Justification, Name, RequestId, Span, Ticket};
@@ -308,11 +308,18 @@ impl Broker {
         self.load(id).await
     }
 
-    pub async fn reject(
+    /// One decision on one visible request, stored with its event in one
+    /// transaction: `decide` gets the request and the approval requirement
+    /// of its scope and returns the transition.
+    async fn decide(
         &self,
         who: &Principal,
         id: &RequestId,
-        comment: Comment,
+        decide: impl FnOnce(
+            Request,
+            Option<&ApprovalRequirement>,
+            Timestamp,
+        ) -> Result<Change, ApiError>,
     ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
         let mut tx = self.store.begin().await?;
@@ -320,17 +327,26 @@ impl Broker {
         let r = &stored.request;
         let requirement = self
             .catalog
-            .approval_requirement(&r.target, &r.resource, &r.role)
-            .ok_or(DomainError::NotApprover)?;
-        let change = stored
-            .request
-            .clone()
-            .reject(who, &requirement, comment, now)?;
+            .approval_requirement(&r.target, &r.resource, &r.role);
+        let change = decide(stored.request.clone(), requirement.as_ref(), now)?;
         self.persist(&mut tx, &change, &stored.grant_key, now)
             .await?;
         tx.commit().await?;
         self.after_commit(&[&change]);
         self.load(id).await
+    }
+
+    pub async fn reject(
+        &self,
+        who: &Principal,
+        id: &RequestId,
+        comment: Comment,
+    ) -> Result<StoredRequest, ApiError> {
+        self.decide(who, id, |r, requirement, now| {
+            let requirement = requirement.ok_or(DomainError::NotApprover)?;
+            Ok(r.reject(who, requirement, comment, now)?)
+        })
+        .await
     }
 
     pub async fn cancel(
@@ -339,15 +355,8 @@ impl Broker {
         id: &RequestId,
         comment: Comment,
     ) -> Result<StoredRequest, ApiError> {
-        let now = Utc::now();
-        let mut tx = self.store.begin().await?;
-        let stored = self.load_visible(&mut tx, who, id).await?;
-        let change = stored.request.clone().cancel(who, comment, now)?;
-        self.persist(&mut tx, &change, &stored.grant_key, now)
-            .await?;
-        tx.commit().await?;
-        self.after_commit(&[&change]);
-        self.load(id).await
+        self.decide(who, id, |r, _, now| Ok(r.cancel(who, comment, now)?))
+            .await
     }
 
     /// Ends a grant early: the requester (deactivation), an approver of its
@@ -358,25 +367,16 @@ impl Broker {
         id: &RequestId,
         reason: Comment,
     ) -> Result<StoredRequest, ApiError> {
-        let now = Utc::now();
-        let mut tx = self.store.begin().await?;
-        let stored = self.load_visible(&mut tx, who, id).await?;
-        let r = &stored.request;
-        let allowed = r.requester == who.name
-            || self.catalog.is_admin(who)
-            || self
-                .catalog
-                .approval_requirement(&r.target, &r.resource, &r.role)
-                .is_some_and(|req| req.allows(who));
-        if !allowed {
-            return Err(DomainError::Forbidden.into());
-        }
-        let change = stored.request.clone().revoke(who, reason, now)?;
-        self.persist(&mut tx, &change, &stored.grant_key, now)
-            .await?;
-        tx.commit().await?;
-        self.after_commit(&[&change]);
-        self.load(id).await
+        self.decide(who, id, |r, requirement, now| {
+            let allowed = r.requester == who.name
+                || self.catalog.is_admin(who)
+                || requirement.is_some_and(|req| req.allows(who));
+            if !allowed {
+                return Err(DomainError::Forbidden.into());
+            }
+            Ok(r.revoke(who, reason, now)?)
+        })
+        .await
     }
 
     pub async fn acknowledge(
@@ -385,25 +385,11 @@ impl Broker {
         id: &RequestId,
         comment: Comment,
     ) -> Result<StoredRequest, ApiError> {
-        let now = Utc::now();
-        let mut tx = self.store.begin().await?;
-        let stored = self.load_visible(&mut tx, who, id).await?;
-        let r = &stored.request;
-        let requirement = self
-            .catalog
-            .approval_requirement(&r.target, &r.resource, &r.role);
-        let change = stored.request.clone().acknowledge(
-            who,
-            requirement.as_ref(),
-            self.catalog.is_admin(who),
-            comment,
-            now,
-        )?;
-        self.persist(&mut tx, &change, &stored.grant_key, now)
-            .await?;
-        tx.commit().await?;
-        self.after_commit(&[&change]);
-        self.load(id).await
+        let is_admin = self.catalog.is_admin(who);
+        self.decide(who, id, |r, requirement, now| {
+            Ok(r.acknowledge(who, requirement, is_admin, comment, now)?)
+        })
+        .await
     }
 
     /// Asks for more time on a grant. The grant keeps running unchanged

@@ -577,7 +577,7 @@ impl Broker {
                 outcomes.push(o);
             }
         }
-        self.record(outcomes).await?;
+        self.record(outcomes, 0).await?;
         Ok(count)
     }
 
@@ -643,10 +643,12 @@ impl Broker {
         Outcome { job, result }
     }
 
-    /// Stores the outcomes of provider calls, all in one transaction.
-    async fn record(&self, outcomes: Vec<Outcome>) -> Result<(), ApiError> {
+    /// Stores the outcomes of provider calls, all in one transaction, and
+    /// claims up to `claim` next jobs in the same commit (a grant key's next
+    /// job becomes claimable exactly when its previous one is recorded).
+    async fn record(&self, outcomes: Vec<Outcome>, claim: usize) -> Result<Vec<Job>, ApiError> {
         if outcomes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let now = Utc::now();
         let mut changes = Vec::new();
@@ -695,9 +697,14 @@ impl Broker {
                 changes.push(c);
             }
         }
+        let next = if claim > 0 {
+            tx.claim_jobs(Utc::now(), JOB_LEASE, claim).await?
+        } else {
+            Vec::new()
+        };
         tx.commit().await?;
         self.after_commit(&changes.iter().collect::<Vec<_>>());
-        Ok(())
+        Ok(next)
     }
 
     /// The worker loop; returns when `shutdown` fires. Jobs run
@@ -745,8 +752,15 @@ impl Broker {
                     while let Some(more) = running.try_join_next() {
                         outcomes.extend(joined(more));
                     }
-                    if let Err(e) = self.record(outcomes).await {
-                        tracing::error!(error = %e.log_text(), "cannot record job results; the jobs run again when their lease ends");
+                    let room = CONCURRENCY.saturating_sub(running.len());
+                    match self.record(outcomes, room).await {
+                        Ok(next) => {
+                            for job in next {
+                                let this = Arc::clone(&self);
+                                running.spawn(async move { this.execute(job).await });
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e.log_text(), "cannot record job results; the jobs run again when their lease ends"),
                     }
                 }
                 _ = shutdown.wait() => return,

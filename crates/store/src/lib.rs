@@ -341,43 +341,9 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<Job>> {
-        let now_ms = to_millis(now);
-        let until = now_ms + lease.as_millis() as i64;
         let _guard = self.write_lock.lock().await;
-        let rows = sqlx::query(
-            "UPDATE jobs SET locked_until = ?1
-             WHERE id IN (
-               SELECT MIN(j.id) FROM (
-                 -- Only the earliest due jobs are considered, so a large
-                 -- backlog does not make every claim scan all of it.
-                 SELECT id, grant_key, run_at FROM jobs
-                 WHERE run_at <= ?2 AND (locked_until IS NULL OR locked_until < ?2)
-                 ORDER BY run_at, id LIMIT ?3 * 4) j
-               WHERE 1 = 1
-                 AND NOT EXISTS (
-                   SELECT 1 FROM jobs k
-                   WHERE k.grant_key = j.grant_key AND k.id <> j.id
-                     AND k.locked_until IS NOT NULL AND k.locked_until >= ?2)
-               GROUP BY j.grant_key
-               ORDER BY MIN(j.run_at), MIN(j.id) LIMIT ?3)
-             RETURNING id, request_id, kind, grant_key, attempts",
-        )
-        .bind(until)
-        .bind(now_ms)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Job {
-                    id: r.get(0),
-                    request_id: parse_id(&r.get::<String, _>(1))?,
-                    kind: JobKind::parse(&r.get::<String, _>(2))?,
-                    grant_key: r.get(3),
-                    attempts: r.get(4),
-                })
-            })
-            .collect()
+        let mut conn = self.pool.acquire().await?;
+        claim(&mut conn, now, lease, limit).await
     }
 
     /// When the next job becomes due (for the worker's sleep).
@@ -489,6 +455,49 @@ impl Store {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+async fn claim(
+    conn: &mut sqlx::SqliteConnection,
+    now: Timestamp,
+    lease: Duration,
+    limit: usize,
+) -> Result<Vec<Job>> {
+    let now_ms = to_millis(now);
+    let until = now_ms + lease.as_millis() as i64;
+    let rows = sqlx::query(
+        "UPDATE jobs SET locked_until = ?1
+         WHERE id IN (
+           SELECT MIN(j.id) FROM (
+             -- Only the earliest due jobs are considered, so a large
+             -- backlog does not make every claim scan all of it.
+             SELECT id, grant_key, run_at FROM jobs
+             WHERE run_at <= ?2 AND (locked_until IS NULL OR locked_until < ?2)
+             ORDER BY run_at, id LIMIT ?3 * 4) j
+           WHERE NOT EXISTS (
+               SELECT 1 FROM jobs k
+               WHERE k.grant_key = j.grant_key AND k.id <> j.id
+                 AND k.locked_until IS NOT NULL AND k.locked_until >= ?2)
+           GROUP BY j.grant_key
+           ORDER BY MIN(j.run_at), MIN(j.id) LIMIT ?3)
+         RETURNING id, request_id, kind, grant_key, attempts",
+    )
+    .bind(until)
+    .bind(now_ms)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Job {
+                id: r.get(0),
+                request_id: parse_id(&r.get::<String, _>(1))?,
+                kind: JobKind::parse(&r.get::<String, _>(2))?,
+                grant_key: r.get(3),
+                attempts: r.get(4),
+            })
+        })
+        .collect()
 }
 
 const SELECT_REQUEST: &str = "SELECT r.doc, r.grant_key,
@@ -614,6 +623,18 @@ impl Tx<'_> {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    /// Claims due jobs inside this transaction (see [`Store::claim_jobs`]):
+    /// the worker records finished jobs and claims the next ones with one
+    /// commit.
+    pub async fn claim_jobs(
+        &mut self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        claim(&mut self.tx, now, lease, limit).await
     }
 
     pub async fn finish_job(&mut self, job: &Job) -> Result<()> {

@@ -189,7 +189,8 @@ pub struct CatalogIndex(OnceLock<IndexTables>);
 #[derive(Debug, Clone, Default)]
 struct IndexTables {
     eligibilities_by_subject: HashMap<Subject, Vec<usize>>,
-    policies_by_target: HashMap<Name, Vec<usize>>,
+    /// (target, resource) → the approval policies covering it.
+    policies_by_resource: HashMap<(Name, Name), Vec<usize>>,
     /// Per target: resource → its direct children.
     children: HashMap<Name, HashMap<Name, Vec<Name>>>,
     /// Per target: (tag key, value) → resources carrying it.
@@ -210,6 +211,51 @@ pub struct Catalog {
     /// Derived from the fields above; leave it `Default`.
     #[serde(skip)]
     pub index: CatalogIndex,
+}
+
+/// The resources of `target` that `selector` covers, through the children
+/// and tag tables.
+fn select<'a>(
+    tables: &IndexTables,
+    target: &'a Target,
+    selector: &ResourceSelector,
+) -> Vec<&'a Resource> {
+    let mut found: BTreeSet<&Name> = BTreeSet::new();
+    for id in &selector.ids {
+        if let Some((k, _)) = target.resources.get_key_value(id) {
+            found.insert(k);
+        }
+    }
+    if let Some(children) = tables.children.get(&target.id) {
+        let mut stack: Vec<&Name> = selector.under.iter().collect();
+        let mut seen: BTreeSet<&Name> = BTreeSet::new();
+        while let Some(n) = stack.pop() {
+            for c in children.get(n).into_iter().flatten() {
+                // `seen` also stops a (refused at load) cycle.
+                if seen.insert(c) {
+                    if let Some((k, _)) = target.resources.get_key_value(c) {
+                        found.insert(k);
+                    }
+                    stack.push(c);
+                }
+            }
+        }
+    }
+    if let (Some((k, v)), Some(tagged)) =
+        (selector.tags.iter().next(), tables.tagged.get(&target.id))
+    {
+        for id in tagged.get(&(k.clone(), v.clone())).into_iter().flatten() {
+            if let Some((key, r)) = target.resources.get_key_value(id) {
+                if selector.tags.iter().all(|(k, v)| r.tags.get(k) == Some(v)) {
+                    found.insert(key);
+                }
+            }
+        }
+    }
+    found
+        .into_iter()
+        .filter_map(|id| target.resources.get(id))
+        .collect()
 }
 
 /// One (target, resource, role) the principal may request, with the terms.
@@ -258,12 +304,6 @@ impl Catalog {
                         .push(i);
                 }
             }
-            for (i, p) in self.approval_policies.iter().enumerate() {
-                t.policies_by_target
-                    .entry(p.target.clone())
-                    .or_default()
-                    .push(i);
-            }
             for target in self.targets.values() {
                 let children = t.children.entry(target.id.clone()).or_default();
                 let tagged = t.tagged.entry(target.id.clone()).or_default();
@@ -280,6 +320,19 @@ impl Catalog {
                             .or_default()
                             .push(r.id.clone());
                     }
+                }
+            }
+            // Resolved once here, so "who approves this?" is a lookup, not
+            // a test of every policy (there may be hundreds per target).
+            for (i, p) in self.approval_policies.iter().enumerate() {
+                let Some(target) = self.targets.get(&p.target) else {
+                    continue;
+                };
+                for r in select(&t, target, &p.resources) {
+                    t.policies_by_resource
+                        .entry((target.id.clone(), r.id.clone()))
+                        .or_default()
+                        .push(i);
                 }
             }
             t
@@ -310,41 +363,7 @@ impl Catalog {
         target: &'a Target,
         selector: &ResourceSelector,
     ) -> Vec<&'a Resource> {
-        let tables = self.tables();
-        let mut found: BTreeSet<&Name> = BTreeSet::new();
-        for id in &selector.ids {
-            if let Some((k, _)) = target.resources.get_key_value(id) {
-                found.insert(k);
-            }
-        }
-        if let Some(children) = tables.children.get(&target.id) {
-            let mut stack: Vec<&Name> = selector.under.iter().collect();
-            let mut seen: BTreeSet<&Name> = BTreeSet::new();
-            while let Some(n) = stack.pop() {
-                for c in children.get(n).into_iter().flatten() {
-                    // `seen` also stops a (refused at load) cycle.
-                    if seen.insert(c) {
-                        found.insert(c);
-                        stack.push(c);
-                    }
-                }
-            }
-        }
-        if let (Some((k, v)), Some(tagged)) =
-            (selector.tags.iter().next(), tables.tagged.get(&target.id))
-        {
-            for id in tagged.get(&(k.clone(), v.clone())).into_iter().flatten() {
-                if let Some(r) = target.resources.get(id) {
-                    if selector.tags.iter().all(|(k, v)| r.tags.get(k) == Some(v)) {
-                        found.insert(id);
-                    }
-                }
-            }
-        }
-        found
-            .into_iter()
-            .filter_map(|id| target.resources.get(id))
-            .collect()
+        select(self.tables(), target, selector)
     }
 
     pub fn is_admin(&self, p: &Principal) -> bool {
@@ -520,18 +539,14 @@ impl Catalog {
         let mut timeout: Option<Span> = None;
         let candidates = self
             .tables()
-            .policies_by_target
-            .get(target)
+            .policies_by_resource
+            .get(&(t.id.clone(), r.id.clone()))
             .map(Vec::as_slice)
             .unwrap_or_default();
         for p in candidates
             .iter()
             .filter_map(|i| self.approval_policies.get(*i))
-            .filter(|p| {
-                p.target == *target
-                    && p.resources.matches(t, r)
-                    && p.roles.as_ref().is_none_or(|roles| roles.contains(role))
-            })
+            .filter(|p| p.roles.as_ref().is_none_or(|roles| roles.contains(role)))
         {
             policies.push(p.id.clone());
             for a in &p.approvers {

@@ -6,13 +6,13 @@ mod common;
 
 mod audit;
 mod bad_input;
-mod config_check;
 mod chaos;
+mod config_check;
 mod crash;
 mod decision;
 mod dev_mode;
 mod escalation;
-mod load;
 mod lifecycle;
+mod load;
 mod openapi;
 mod provider_failure;

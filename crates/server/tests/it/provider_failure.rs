@@ -153,3 +153,66 @@ async fn a_grant_the_target_refuses_for_good_fails_with_the_targets_reason() -> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_that_end_during_an_outage_are_removed_once_the_target_returns() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pg = PgTarget::start(dir.path())?;
+    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &Setup::default())).await?;
+    let mut ids = Vec::new();
+    for (role, duration) in [("orders_writer", "3s"), ("orders_reader", "4s")] {
+        let id = app
+            .request("alice", body("pg", "orders", role, duration))
+            .await?;
+        app.approve("bob", &id).await?;
+        ids.push(id);
+    }
+    for id in &ids {
+        app.wait_state(id, "active", WAIT).await?;
+    }
+
+    pg.cluster.stop()?;
+    // Both windows end while the target is down: the removals fail and are
+    // retried, and neither grant may be reported ended meanwhile.
+    eventually("both removals failing", WAIT, || async {
+        let mut failing = 0;
+        for id in &ids {
+            let v = app.show(id).await?;
+            ensure!(
+                v["state"] != "ended",
+                "reported ended while the target was down: {v}"
+            );
+            if v["state"] == "ending" && retries(&v, "remove") >= 1 {
+                failing += 1;
+            }
+        }
+        Ok(failing == ids.len())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &ids {
+        let v = app.show(id).await?;
+        assert_eq!(v["state"], "ending", "{v}");
+        ensure!(
+            v["status"]
+                .as_str()
+                .is_some_and(|s| s.contains("revocation failing")),
+            "{}",
+            v["status"]
+        );
+    }
+
+    pg.cluster.start_again()?;
+    let back = std::time::Instant::now();
+    for id in &ids {
+        // retry_max_backoff is 1s in the test config: "within seconds".
+        app.wait_state(id, "ended", Duration::from_secs(15)).await?;
+    }
+    println!(
+        "overdue removals done {:?} after the target returned",
+        back.elapsed()
+    );
+    ensure!(!pg.is_member("alice", "orders_writer")?);
+    ensure!(!pg.is_member("alice", "orders_reader")?);
+    Ok(())
+}

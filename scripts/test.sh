@@ -28,9 +28,14 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 
 # Hostile input: schemathesis against the served OpenAPI document (installs
 # itself into a venv under ~/.cache on first use).
 echo "== API fuzzing"
 bash scripts/fuzz-api.sh
+
+# One closing line that counts every test run above.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"

@@ -627,6 +627,25 @@ impl Request {
                     None,
                 ))
             }
+            // The whole window passed while elevate was down: granting it
+            // now would give access for a time that is already over.
+            State::Scheduled { window } if window.ends_at <= now => {
+                let state = State::Failed {
+                    window: Some(window),
+                    at: now,
+                    reason: "the window passed before it could start (elevate was not running)"
+                        .into(),
+                };
+                let details = json!({ "reason": "window passed before it started" });
+                Some(self.change(
+                    state,
+                    Action::GrantFailed,
+                    Actor::System,
+                    now,
+                    details,
+                    None,
+                ))
+            }
             State::Scheduled { window } if window.starts_at <= now => {
                 let state = State::Approved { window };
                 Some(self.change(
@@ -1046,6 +1065,17 @@ mod tests {
             started.request.state.window().unwrap().ends_at,
             start + Duration::hours(1)
         );
+    }
+
+    #[test]
+    fn a_scheduled_window_that_passed_entirely_is_never_applied() {
+        let start = t0() + Duration::hours(2);
+        let alice = user("alice", &["sre"]);
+        let c =
+            Request::create(new_request(Some(start), false), &alice, &n("e"), None, t0()).unwrap();
+        let late = c.request.on_deadline(start + Duration::hours(3)).unwrap();
+        assert_eq!(late.request.state.name(), "failed");
+        assert_eq!(late.effect, None);
     }
 
     #[test]

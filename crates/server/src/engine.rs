@@ -38,6 +38,9 @@ use crate::metrics::Metrics;
 /// and server differ by a little.
 const START_SLACK_SECS: i64 = 60;
 
+/// The longest the scheduler and the worker sleep without looking again.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+
 /// How long a claimed job is reserved for the worker that claimed it.
 const JOB_LEASE: Duration = Duration::from_secs(60);
 
@@ -242,6 +245,44 @@ impl Broker {
         self.load(&change.request.id).await
     }
 
+    /// Whether the requester of `r` may still hold what it grants, at
+    /// `now`: still a known user, still eligible for this duration, and the
+    /// window ends before the eligibility does. The error says why not.
+    fn still_eligible(&self, r: &Request, now: Timestamp) -> Result<(), String> {
+        let Some(requester) = self.directory.get(&r.requester) else {
+            return Err(format!(
+                "the requester \"{}\" is no longer a user",
+                r.requester
+            ));
+        };
+        let permit = self
+            .catalog
+            .permit(
+                requester,
+                Ask {
+                    target: &r.target,
+                    resource: &r.resource,
+                    role: &r.role,
+                    duration: r.duration,
+                    has_ticket: r.ticket.is_some(),
+                    break_glass: false,
+                },
+                now,
+            )
+            .map_err(|e| format!("the requester is no longer eligible ({e})"))?;
+        let ends_at = match r.state.window() {
+            Some(w) => w.ends_at,
+            None => now + r.duration.as_chrono(),
+        };
+        if r.kind == Kind::Access && ends_at > permit.eligibility.not_after {
+            return Err(format!(
+                "the window would end after the requester's eligibility ends ({})",
+                permit.eligibility.not_after.to_rfc3339()
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn load(&self, id: &RequestId) -> Result<StoredRequest, ApiError> {
         self.store.get_request(id).await?.ok_or(ApiError::NotFound)
     }
@@ -285,10 +326,22 @@ impl Broker {
             .catalog
             .approval_requirement(&r.target, &r.resource, &r.role)
             .ok_or(DomainError::NotApprover)?;
-        let change = stored
+        let mut change = stored
             .request
             .clone()
             .approve(who, &requirement, comment, now)?;
+        // The quorum grants access only if the requester may still have it:
+        // they may have left the group, or the eligibility expired, while
+        // the request waited.
+        let granted = matches!(
+            change.request.state,
+            State::Approved { .. } | State::Scheduled { .. } | State::Extended { .. }
+        );
+        if granted {
+            if let Err(why) = self.still_eligible(&change.request, now) {
+                change = stored.request.clone().cancel_by_system(&why, now)?;
+            }
+        }
         self.persist(&mut tx, &change, &stored.grant_key, now)
             .await?;
         let mut changes = vec![change];
@@ -502,7 +555,15 @@ impl Broker {
                     continue;
                 };
                 let deadline = stored.request.state.deadline();
-                let Some(change) = stored.request.on_deadline(at) else {
+                // A scheduled grant starts only if its requester is still
+                // eligible then.
+                let starting = matches!(&stored.request.state,
+                    State::Scheduled { window } if window.starts_at <= at && at < window.ends_at);
+                let change = match starting.then(|| self.still_eligible(&stored.request, at)) {
+                    Some(Err(why)) => Some(stored.request.cancel_by_system(&why, at)?),
+                    _ => stored.request.on_deadline(at),
+                };
+                let Some(change) = change else {
                     continue;
                 };
                 self.persist(&mut tx, &change, &stored.grant_key, at)
@@ -533,9 +594,12 @@ impl Broker {
             }
             let sleep = match self.store.next_deadline().await {
                 Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or(Duration::ZERO),
-                Ok(None) => Duration::from_secs(3600),
+                Ok(None) => IDLE_RECHECK,
                 Err(_) => Duration::from_secs(1),
             };
+            // Never sleep long: a wake-up lost (a client that hung up
+            // between commit and notify) costs at most this.
+            let sleep = sleep.min(IDLE_RECHECK);
             // Deadlines are in milliseconds; never sleep less than 1 ms so a
             // deadline a hair in the future does not spin.
             let sleep = sleep.max(Duration::from_millis(1));
@@ -608,12 +672,18 @@ impl Broker {
         let spec = self.grant_spec(&stored.request);
         let result = match job.kind {
             JobKind::Apply => {
-                if !matches!(stored.request.state, State::Approved { .. }) {
+                let ended = stored
+                    .request
+                    .state
+                    .window()
+                    .is_some_and(|w| w.ends_at <= Utc::now());
+                if !matches!(stored.request.state, State::Approved { .. }) || ended {
                     // Revoked or ended before it was applied: the removal
-                    // queued behind this job takes care of the target.
+                    // queued behind this job (or the scheduler, for a window
+                    // that is over) takes care of the target.
                     Done::Drop
                 } else {
-                    match provider.apply(&spec).await {
+                    match bounded(provider.apply(&spec)).await {
                         Ok(()) => Done::Applied,
                         Err(ProviderError::Permanent(reason)) => Done::Refused(reason),
                         Err(e) => Done::Retry(e.to_string()),
@@ -630,7 +700,7 @@ impl Broker {
                     .await
                 {
                     Ok(Some(holder)) => Done::Kept(holder),
-                    Ok(None) => match provider.remove(&spec).await {
+                    Ok(None) => match bounded(provider.remove(&spec)).await {
                         Ok(()) => Done::Removed,
                         // A removal is never given up: access left behind
                         // is the failure this tool exists to prevent.
@@ -734,9 +804,10 @@ impl Broker {
             }
             let sleep = match self.store.next_job_at().await {
                 Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or(Duration::ZERO),
-                Ok(None) => Duration::from_secs(3600),
+                Ok(None) => IDLE_RECHECK,
                 Err(_) => Duration::from_secs(1),
             };
+            let sleep = sleep.min(IDLE_RECHECK);
             // A due job that could not be claimed waits for a running job of
             // the same grant key: that job's end wakes us, no need to poll.
             let sleep = if !claimed && !running.is_empty() && sleep < Duration::from_millis(50) {
@@ -767,6 +838,23 @@ impl Broker {
             }
         }
     }
+}
+
+/// Longest a provider call may take. Well under [`JOB_LEASE`], so a job is
+/// never claimed a second time while its first call could still land.
+const PROVIDER_CALL_LIMIT: Duration = Duration::from_secs(30);
+
+async fn bounded(
+    call: impl std::future::Future<Output = Result<(), ProviderError>>,
+) -> Result<(), ProviderError> {
+    tokio::time::timeout(PROVIDER_CALL_LIMIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProviderError::Retryable(format!(
+                "the target did not answer within {}s",
+                PROVIDER_CALL_LIMIT.as_secs()
+            )))
+        })
 }
 
 /// What a provider call came to.

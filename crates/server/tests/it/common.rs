@@ -213,6 +213,14 @@ impl TestApp {
         }
     }
 
+    /// Stops the in-process server (a later `start` on the same database
+    /// plays a restart).
+    pub async fn stop(mut self) {
+        if let Some(r) = self._running.take() {
+            r.shutdown().await;
+        }
+    }
+
     pub async fn call(
         &self,
         method: Method,

@@ -83,3 +83,49 @@ async fn check_tells_eligibility_and_whether_the_grant_is_live_now() -> Result<(
     assert_eq!(v["elevated"], false);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_is_granted_only_if_the_requester_is_still_eligible_when_it_starts() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("elevate.db");
+    let config = dry_run_config(&db, &Setup::default());
+    let app = TestApp::start(&config).await?;
+    let pending = app
+        .request("alice", body("demo", "orders", "orders_writer", "10m"))
+        .await?;
+    let mut b = body("demo", "billing", "orders_writer", "10m");
+    b["start"] =
+        serde_json::json!((chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339());
+    let scheduled = app.request("alice", b).await?;
+    app.approve("bob", &scheduled).await?;
+    app.approve("carol", &scheduled).await?;
+    assert_eq!(app.show(&scheduled).await?["state"], "scheduled");
+    app.stop().await;
+
+    // alice leaves the developers group; elevate restarts with that config.
+    let moved = config.replacen(
+        "name = \"alice\"\nemail = \"alice@example.com\"\ngroups = [\"developers\"]",
+        "name = \"alice\"\nemail = \"alice@example.com\"\ngroups = [\"former-staff\"]",
+        1,
+    );
+    anyhow::ensure!(moved != config, "test config layout changed");
+    let app = TestApp::start(&moved).await?;
+    let v = app.approve("bob", &pending).await?;
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(
+        v["decision_comment"]
+            .as_str()
+            .is_some_and(|c| c.contains("no longer eligible")),
+        "{v}"
+    );
+    let v = app
+        .wait_state(&scheduled, "cancelled", Duration::from_secs(20))
+        .await?;
+    assert!(
+        v["events"]
+            .as_array()
+            .is_some_and(|e| !e.iter().any(|e| e["action"] == "grant.activated")),
+        "{v}"
+    );
+    Ok(())
+}

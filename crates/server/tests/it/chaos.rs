@@ -648,6 +648,8 @@ fn next_states(extension: bool, prev: Option<&str>, action: &str) -> &'static [&
         (Some("scheduled"), "grant.revoked" | "grant.deactivated") => &["revoked"],
         (Some("approved"), "grant.activated") => &["active"],
         (Some("approved"), "grant.failed") => &["failed"],
+        // The whole window passed while elevate was down: never applied.
+        (Some("scheduled"), "grant.failed") => &["failed"],
         (Some("approved" | "active"), "grant.revoked" | "grant.deactivated") => &["ending"],
         (Some("active"), "grant.window_ended") => &["ending"],
         (Some("ending"), "grant.removed") => &["ended", "revoked"],

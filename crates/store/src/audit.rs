@@ -3,10 +3,10 @@
 //! Each event stores the hash of the one before it, and its own hash covers
 //! that link and every field, so editing, inserting or deleting any row
 //! breaks the chain at a point [`verify`] reports. The newest link is also
-//! kept in `audit_head`, so deleting events at the end is detected as well.
-//! (Someone able to rewrite the whole database can rewrite the whole chain;
-//! exporting the chain or the head hash elsewhere, e.g. to a SIEM, is what
-//! pins it.)
+//! kept in `audit_head`, so deleting events at the end is detected unless
+//! the head row is rewritten too. Someone able to write the database can
+//! do that, or rewrite the whole chain: exporting the chain or its head
+//! hash elsewhere (e.g. to a SIEM) is what pins it.
 //!
 //! Hash: SHA-256 over `prev_hash \n seq \n at_ms \n actor \n action \n
 //! request \n details`, hex-encoded; the first event links to 64 zeros.
@@ -140,18 +140,47 @@ pub struct AuditFilter {
     pub limit: Option<i64>,
 }
 
+/// One stored link, read without panicking on altered column types.
+struct Link {
+    seq: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    request: Option<String>,
+    details: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl Link {
+    fn read(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<Link, sqlx::Error> {
+        Ok(Link {
+            seq: row.try_get(0)?,
+            at: row.try_get(1)?,
+            actor: row.try_get(2)?,
+            action: row.try_get(3)?,
+            request: row.try_get(4)?,
+            details: row.try_get(5)?,
+            prev_hash: row.try_get(6)?,
+            hash: row.try_get(7)?,
+        })
+    }
+}
+
 fn record(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord> {
-    let details: String = row.get(5);
+    let link = Link::read(row)
+        .map_err(|e| StoreError::Corrupt(format!("an audit event cannot be read: {e}")))?;
     Ok(AuditRecord {
-        seq: row.get(0),
-        at: from_millis(row.get(1))?,
-        actor: row.get(2),
-        action: row.get(3),
-        request: row.get(4),
+        seq: link.seq,
+        at: from_millis(link.at)?,
+        actor: link.actor,
+        action: link.action,
+        request: link.request,
         // A row edited into invalid JSON still shows (verify flags it).
-        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
-        prev_hash: row.get(6),
-        hash: row.get(7),
+        details: serde_json::from_str(&link.details)
+            .unwrap_or(serde_json::Value::String(link.details)),
+        prev_hash: link.prev_hash,
+        hash: link.hash,
     })
 }
 
@@ -198,6 +227,9 @@ impl Store {
             broken_at: Some(seq),
             problem: Some(problem),
         };
+        // One read transaction: the pages and the head come from the same
+        // snapshot, so events appended meanwhile cannot look like tampering.
+        let mut snapshot = self.pool().begin().await?;
         // Read in pages so verifying a long history needs little memory.
         let mut after = 0_i64;
         loop {
@@ -205,21 +237,34 @@ impl Store {
                 "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000",
             )
             .bind(after)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *snapshot)
             .await?;
             if rows.is_empty() {
                 break;
             }
             for row in &rows {
-                let seq: i64 = row.get(0);
-                let at: i64 = row.get(1);
-                let actor: String = row.get(2);
-                let action: String = row.get(3);
-                let request: Option<String> = row.get(4);
-                let details: String = row.get(5);
-                let prev_hash: String = row.get(6);
-                let hash: String = row.get(7);
                 count += 1;
+                // A column edited to a value of another type is tampering
+                // too: report it, do not fail the whole check.
+                let Ok(Link {
+                    seq,
+                    at,
+                    actor,
+                    action,
+                    request,
+                    details,
+                    prev_hash,
+                    hash,
+                }) = Link::read(row)
+                else {
+                    return Ok(broken(
+                        expected_seq,
+                        count,
+                        format!(
+                            "event {expected_seq} cannot be read: one of its columns was altered"
+                        ),
+                    ));
+                };
                 after = seq;
                 if seq != expected_seq {
                     return Ok(broken(
@@ -259,13 +304,20 @@ impl Store {
             }
         }
         let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *snapshot)
             .await?;
         let last = expected_seq - 1;
         match head {
             Some(h) => {
-                let head_seq: i64 = h.get(0);
-                let head_hash: String = h.get(1);
+                let (Ok(head_seq), Ok(head_hash)) =
+                    (h.try_get::<i64, _>(0), h.try_get::<String, _>(1))
+                else {
+                    return Ok(broken(
+                        last + 1,
+                        count,
+                        "the recorded head of the chain was altered".into(),
+                    ));
+                };
                 if head_seq != last || head_hash != prev {
                     // The first event the recorded head does not vouch for:
                     // a deleted tail (head ahead) or an appended forgery

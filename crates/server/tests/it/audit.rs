@@ -464,3 +464,19 @@ async fn the_export_is_one_event_per_line_each_linked_to_the_one_before() -> Res
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_altered_to_another_type_is_reported_not_a_crash() -> Result<()> {
+    let Env { app, _dir } = env().await?;
+    history(&app).await?;
+    ensure!(tamper(&app, "UPDATE audit SET at = 'yesterday' WHERE seq = 3").await? == 1);
+    let v = reported_broken_at(&app, 3).await?;
+    ensure!(
+        v["problem"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("altered"),
+        "{v}"
+    );
+    Ok(())
+}

@@ -168,6 +168,21 @@ where
     }
 }
 
+/// The `{id}` path segment, with rejections (e.g. invalid UTF-8) in our
+/// error format.
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| Id(p.0))
+            .map_err(|e| ApiError::client(StatusCode::BAD_REQUEST, "invalid_input", e.body_text()))
+    }
+}
+
 /// Query string with rejections turned into our error format.
 pub struct Q<T>(pub T);
 
@@ -230,6 +245,10 @@ fn status_text(s: &StoredRequest) -> String {
             )
         }
         RState::Ending { .. } => "being removed".into(),
+        RState::Failed { reason, .. } if s.removal_failures > 0 => format!(
+            "failed: {reason}; cleanup revocation failing ({} attempt(s), retrying)",
+            s.removal_failures
+        ),
         RState::Failed { reason, .. } => format!("failed: {reason}"),
         other => other.name().to_owned(),
     };
@@ -577,7 +596,7 @@ async fn list_grants(
 async fn show_request(
     State(b): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
     let id = request_id(&id)?;
     let stored = b.load(&id).await?;
@@ -679,7 +698,7 @@ async fn decide(
 async fn approve(
     State(b): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     decide(b, p, id, req, Decision::Approve).await
@@ -688,7 +707,7 @@ async fn approve(
 async fn reject(
     State(b): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     decide(b, p, id, req, Decision::Reject).await
@@ -697,7 +716,7 @@ async fn reject(
 async fn cancel(
     State(b): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     decide(b, p, id, req, Decision::Cancel).await
@@ -707,7 +726,7 @@ async fn cancel(
 async fn revoke(
     State(b): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     decide(b, p, id, req, Decision::Revoke).await
@@ -716,7 +735,7 @@ async fn revoke(
 async fn acknowledge(
     State(b): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     decide(b, p, id, req, Decision::Acknowledge).await
@@ -734,7 +753,7 @@ struct ExtendBody {
 async fn extend(
     State(b): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    Id(id): Id,
     Body(body): Body<ExtendBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = request_id(&id)?;

@@ -901,6 +901,7 @@ impl Checker {
         let mut out: Vec<LocalUser> = Vec::new();
         let mut names = BTreeSet::new();
         let mut emails = BTreeSet::new();
+        let mut digests = BTreeSet::new();
         for (i, spanned) in entries.iter().enumerate() {
             let line = self.line_of(spanned);
             let u = spanned.get_ref();
@@ -947,6 +948,12 @@ impl Checker {
             let mut token_digests = Vec::new();
             for (j, h) in u.token_hashes.iter().enumerate() {
                 match crate::auth::parse_token_hash(h) {
+                    // One token must never name two users.
+                    Some(d) if !digests.insert(d) => self.error(
+                        line,
+                        format!("{loc} token_hashes[{j}]"),
+                        "this token hash is already given to another user (or twice here)",
+                    ),
                     Some(d) => token_digests.push(d),
                     None => self.error(
                         line,
@@ -1178,7 +1185,18 @@ impl Checker {
             None
         };
         let timeout = match &pg.connect_timeout {
-            Some(raw) => self.span(line, loc, "connect_timeout", raw)?.secs(),
+            Some(raw) => {
+                let t = self.span(line, loc, "connect_timeout", raw)?.secs();
+                // Provider calls are cut off at 30 s (below the job lease).
+                if t > 25 {
+                    self.error(
+                        line,
+                        format!("{loc}postgres.connect_timeout"),
+                        "must be at most 25s",
+                    );
+                }
+                t
+            }
             None => 5,
         };
         for (k, v) in &pg.user_map {
@@ -1263,6 +1281,14 @@ mod tests {
             "{errs:?}"
         );
         assert!(errs.iter().any(|e| e.contains("8 hours")), "{errs:?}");
+    }
+
+    #[test]
+    fn one_token_hash_cannot_belong_to_two_users() {
+        let h = crate::auth::token_hash("t");
+        let text = format!("[[users]]\nname = \"a\"\ntoken_hashes = [\"{h}\"]\n[[users]]\nname = \"b\"\ntoken_hashes = [\"{h}\"]\n");
+        let errs = errors(&text);
+        assert!(errs.iter().any(|e| e.contains("already given")), "{errs:?}");
     }
 
     #[test]

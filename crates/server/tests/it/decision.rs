@@ -129,3 +129,17 @@ async fn access_is_granted_only_if_the_requester_is_still_eligible_when_it_start
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_is_not_utf8_is_a_json_400() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = TestApp::start(&dry_run_config(
+        &dir.path().join("elevate.db"),
+        &Setup::default(),
+    ))
+    .await?;
+    let (status, v) = app.get("alice", "/api/v1/requests/%FF").await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["code"], "invalid_input", "{v}");
+    Ok(())
+}

@@ -125,6 +125,11 @@ pub struct Store {
     pool: SqlitePool,
     /// Serialises writers (see the module doc).
     write_lock: Arc<Mutex<()>>,
+    /// An exclusive lock on `DATABASE.lock`, held while the store is open:
+    /// the in-process write lock, job leases and the lease release at start
+    /// all assume one process per database file, so a second `elevate
+    /// serve` on the same file is refused.
+    _process_lock: Option<Arc<std::fs::File>>,
 }
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
@@ -157,6 +162,27 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let memory = url.contains(":memory:");
+        let process_lock = if memory {
+            None
+        } else {
+            let mut path = options.get_filename().as_os_str().to_owned();
+            path.push(".lock");
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| {
+                    StoreError::Config(format!("cannot open {}: {e}", path.to_string_lossy()))
+                })?;
+            file.try_lock().map_err(|_| {
+                StoreError::Config(format!(
+                    "another elevate process is using this database ({} is locked); run one instance per database file",
+                    path.to_string_lossy()
+                ))
+            })?;
+            Some(Arc::new(file))
+        };
         if !memory {
             // One connection first: switching a new file to WAL from several
             // connections at once can fail with SQLITE_BUSY, and migrations
@@ -176,6 +202,7 @@ impl Store {
         let store = Store {
             pool,
             write_lock: Arc::new(Mutex::new(())),
+            _process_lock: process_lock,
         };
         if memory {
             let mut conn = store.pool.acquire().await?;
@@ -679,5 +706,26 @@ impl Tx<'_> {
     /// Appends one event to the audit chain.
     pub async fn append_audit(&mut self, event: &Event) -> Result<AuditRecord> {
         audit::append(&mut self.tx, event).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_process_on_the_same_database_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("e.db").display());
+        let first = Store::open(&url).await.unwrap();
+        let second = Store::open(&url).await;
+        assert!(
+            matches!(&second, Err(StoreError::Config(m)) if m.contains("another elevate")),
+            "{:?}",
+            second.err()
+        );
+        first.close().await;
+        drop(first);
+        Store::open(&url).await.unwrap();
     }
 }

@@ -37,5 +37,12 @@ cargo test --workspace 2>&1 | tee "$log"
 echo "== API fuzzing"
 bash scripts/fuzz-api.sh
 
+# The long variant (ELEVATE_LONG_TESTS=1, which also makes the crash test
+# kill 300 times): coverage-guided fuzzing of the config and value parsers.
+if [ "${ELEVATE_LONG_TESTS:-}" = 1 ]; then
+  echo "== parser fuzzing"
+  bash scripts/fuzz-parsers.sh
+fi
+
 # One closing line that counts every test run above.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"

@@ -19,7 +19,11 @@ pub struct UserName(String);
 
 impl UserName {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let s = raw.trim();
+        // Lowercase first and check the result: lowercasing can lengthen a
+        // name ('İ' becomes two characters), and the stored form must parse
+        // back to itself.
+        let lower = raw.trim().to_lowercase();
+        let s = lower.trim();
         if s.is_empty() || s.chars().count() > 256 {
             return Err(DomainError::invalid(
                 "user",
@@ -32,7 +36,7 @@ impl UserName {
                 format!("\"{s}\" is not a valid user name (no control characters or ':')"),
             ));
         }
-        Ok(UserName(s.to_lowercase()))
+        Ok(UserName(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -60,14 +64,15 @@ pub struct GroupName(String);
 
 impl GroupName {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let s = raw.trim();
+        let lower = raw.trim().to_lowercase();
+        let s = lower.trim();
         if s.is_empty() || s.chars().count() > 256 || has_control(s) {
             return Err(DomainError::invalid(
                 "group",
-                format!("\"{s}\" is not a valid group name"),
+                format!("\"{}\" is not a valid group name", raw.trim()),
             ));
         }
-        Ok(GroupName(s.to_lowercase()))
+        Ok(GroupName(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -97,7 +102,8 @@ pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let s = raw.trim();
+        let lower = raw.trim().to_lowercase();
+        let s = lower.trim();
         let valid = s.len() <= 320
             && !has_control(s)
             && !s.contains(char::is_whitespace)
@@ -108,7 +114,7 @@ impl Email {
                 format!("\"{s}\" is not an e-mail address"),
             ));
         }
-        Ok(Email(s.to_lowercase()))
+        Ok(Email(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -449,6 +455,15 @@ mod tests {
         );
         assert!(Email::parse("not-an-address").is_err());
         assert!(Email::parse("a@b@c").is_err());
+    }
+
+    #[test]
+    fn names_that_grow_when_lowercased_are_checked_after_lowercasing() {
+        assert!(UserName::parse(&"İ".repeat(129)).is_err());
+        let ok = UserName::parse(&"İ".repeat(100)).unwrap();
+        assert_eq!(UserName::parse(ok.as_str()).unwrap(), ok);
+        assert!(Email::parse(&format!("a@{}", "Ⱥ".repeat(159))).is_err());
+        assert!(GroupName::parse(&format!(":{}", "İ".repeat(128))).is_err());
     }
 
     #[test]

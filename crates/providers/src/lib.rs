@@ -25,6 +25,11 @@ pub struct GrantSpec {
     /// The requester's elevate user name (lowercase).
     pub user: String,
     pub email: Option<String>,
+    /// The account on the target this grant was given to, as recorded when
+    /// the request was made ([`Provider::account`]). Providers use it over
+    /// their current mapping, so changing the mapping while a grant runs
+    /// cannot make its removal miss the account that holds it.
+    pub account: Option<String>,
 }
 
 /// Whether a grant is present on the target right now (reconciliation).
@@ -69,6 +74,13 @@ pub trait Provider: Send + Sync {
     /// PostgreSQL role membership is cluster-wide, so the resource (a
     /// database) is not part of the key.
     fn grant_key(&self, grant: &GrantSpec) -> String;
+
+    /// The account on the target a new grant is for, to be recorded with
+    /// it (see [`GrantSpec::account`]). `None` when the user name is used
+    /// as it is.
+    fn account(&self, _grant: &GrantSpec) -> Option<String> {
+        None
+    }
 
     /// Puts the grant on the target. Idempotent.
     async fn apply(&self, grant: &GrantSpec) -> Result<(), ProviderError>;

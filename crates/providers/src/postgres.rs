@@ -218,9 +218,17 @@ impl PostgresProvider {
             .unwrap_or(user)
     }
 
+    /// The login of a grant: the one recorded with it, else the mapping.
+    fn login_of<'a>(&'a self, grant: &'a GrantSpec) -> &'a str {
+        grant
+            .account
+            .as_deref()
+            .unwrap_or_else(|| self.login_name(&grant.user))
+    }
+
     fn names(&self, grant: &GrantSpec) -> Result<(Identifier, Identifier), ProviderError> {
         let role = Identifier::parse("role", &grant.role)?;
-        let login = Identifier::parse("login", self.login_name(&grant.user))?;
+        let login = Identifier::parse("login", self.login_of(grant))?;
         Ok((role, login))
     }
 
@@ -365,9 +373,13 @@ impl Provider for PostgresProvider {
         format!(
             "{}{KEY_SEPARATOR}{:?}{KEY_SEPARATOR}{:?}",
             grant.target,
-            self.login_name(&grant.user),
+            self.login_of(grant),
             grant.role
         )
+    }
+
+    fn account(&self, grant: &GrantSpec) -> Option<String> {
+        Some(self.login_name(&grant.user).to_owned())
     }
 
     async fn apply(&self, grant: &GrantSpec) -> Result<(), ProviderError> {
@@ -560,6 +572,7 @@ mod tests {
             role: "orders_writer".to_owned(),
             user: "alice".to_owned(),
             email: None,
+            account: None,
         }
     }
 

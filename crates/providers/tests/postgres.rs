@@ -68,6 +68,7 @@ fn grant(role: &str, user: &str) -> GrantSpec {
         role: role.to_owned(),
         user: user.to_owned(),
         email: None,
+        account: None,
     }
 }
 

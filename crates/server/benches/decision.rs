@@ -186,6 +186,7 @@ async fn run() -> Result<serde_json::Value> {
             role: format!("r{role}"),
             user: format!("u{u}"),
             email: None,
+            account: None,
         };
         tx.put_request(&active.request, &provider.grant_key(&spec), now)
             .await?;

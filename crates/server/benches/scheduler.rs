@@ -144,6 +144,7 @@ async fn run() -> Result<serde_json::Value> {
                 role: "admin".into(),
                 user: principal.name.to_string(),
                 email: None,
+                account: None,
             };
             let key = provider.grant_key(&spec);
             tx.put_request(&active.request, &key, created).await?;

@@ -95,6 +95,7 @@ impl Broker {
             role: r.role.to_string(),
             user: r.requester.to_string(),
             email,
+            account: None,
         }
     }
 
@@ -233,9 +234,13 @@ impl Broker {
             break_glass: input.break_glass,
         };
         let change = Request::create(new, who, &eligibility.id, approval, now)?;
-        let key = provider.grant_key(&self.grant_spec(&change.request));
+        let spec = self.grant_spec(&change.request);
+        let key = provider.grant_key(&spec);
         let mut tx = self.store.begin().await?;
         self.persist(&mut tx, &change, &key, now).await?;
+        if let Some(account) = provider.account(&spec) {
+            tx.set_account(&change.request.id, &account).await?;
+        }
         tx.commit().await?;
         self.after_commit(&[&change]);
         if input.break_glass {
@@ -669,7 +674,10 @@ impl Broker {
             ));
             return Outcome { job, result };
         };
-        let spec = self.grant_spec(&stored.request);
+        let mut spec = self.grant_spec(&stored.request);
+        // The account recorded when the request was made, not today's
+        // mapping: a removal must reach whoever was given the role.
+        spec.account = stored.account.clone();
         let result = match job.kind {
             JobKind::Apply => {
                 let ended = stored

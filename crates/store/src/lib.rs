@@ -110,6 +110,8 @@ pub struct StoredRequest {
     /// "revocation failing".
     pub removal_failures: i64,
     pub apply_failures: i64,
+    /// The target account recorded when the request was made.
+    pub account: Option<String>,
 }
 
 /// Which requests to list.
@@ -237,7 +239,7 @@ impl Store {
     /// The request and its grant key, without the attempt counters that
     /// only listings need (the job worker's read).
     pub async fn get_request_plain(&self, id: &RequestId) -> Result<Option<StoredRequest>> {
-        let row = sqlx::query("SELECT doc, grant_key, 0, 0 FROM requests WHERE id = ?")
+        let row = sqlx::query("SELECT doc, grant_key, 0, 0, account FROM requests WHERE id = ?")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -531,6 +533,7 @@ const SELECT_REQUEST: &str = "SELECT r.doc, r.grant_key,
     (SELECT COUNT(*) FROM job_attempts a WHERE a.request_id = r.id AND a.kind = 'remove' AND a.outcome = 'retry'
        AND a.id > COALESCE((SELECT MAX(b.id) FROM job_attempts b WHERE b.request_id = r.id AND b.kind = 'remove' AND b.outcome IN ('ok','skipped')), 0)),
     (SELECT COUNT(*) FROM job_attempts a WHERE a.request_id = r.id AND a.kind = 'apply' AND a.outcome IN ('retry','failed'))
+    , r.account
     FROM requests r";
 
 fn stored_request(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRequest> {
@@ -542,6 +545,7 @@ fn stored_request(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRequest> {
         grant_key: row.get(1),
         removal_failures: row.get(2),
         apply_failures: row.get(3),
+        account: row.get(4),
     })
 }
 
@@ -558,7 +562,7 @@ impl Tx<'_> {
     /// The request and its grant key, without the attempt counters that
     /// only listings need.
     pub async fn get_request(&mut self, id: &RequestId) -> Result<Option<StoredRequest>> {
-        let row = sqlx::query("SELECT doc, grant_key, 0, 0 FROM requests WHERE id = ?")
+        let row = sqlx::query("SELECT doc, grant_key, 0, 0, account FROM requests WHERE id = ?")
             .bind(id.as_str())
             .fetch_optional(&mut *self.tx)
             .await?;
@@ -599,6 +603,17 @@ impl Tx<'_> {
         .bind(doc)
         .execute(&mut *self.tx)
         .await?;
+        Ok(())
+    }
+
+    /// Records the target account of a new request (see
+    /// `GrantSpec::account`); never changed afterwards.
+    pub async fn set_account(&mut self, id: &RequestId, account: &str) -> Result<()> {
+        sqlx::query("UPDATE requests SET account = ? WHERE id = ? AND account IS NULL")
+            .bind(account)
+            .bind(id.as_str())
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 

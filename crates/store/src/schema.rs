@@ -81,6 +81,8 @@ const MIGRATIONS: &[&str] = &[
     // 2: "is this user elevated for X now?" must not scan every active
     // grant.
     "CREATE INDEX requests_holder ON requests(requester, target, resource, role, state);",
+    // 3: the target account a grant was given to, fixed when it was made.
+    "ALTER TABLE requests ADD COLUMN account TEXT;",
 ];
 
 pub async fn migrate(conn: &mut SqliteConnection) -> Result<()> {

@@ -425,3 +425,41 @@ async fn break_glass_is_granted_without_approval_and_awaits_review() -> Result<(
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_is_removed_from_the_login_it_was_given_to_even_after_the_mapping_changes(
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pg = PgTarget::start(dir.path())?;
+    pg.cluster.psql("CREATE ROLE alice_pg LOGIN")?;
+    let db = dir.path().join("elevate.db");
+    let config = pg.config(&db, &Setup::default());
+    let app = TestApp::start(&config).await?;
+    let id = app
+        .request("alice", body("pg", "orders", "orders_writer", "1h"))
+        .await?;
+    app.approve("bob", &id).await?;
+    app.wait_state(&id, "active", WAIT).await?;
+    ensure!(pg.is_member("alice", "orders_writer")?);
+    app.stop().await;
+
+    // The operator now maps alice to another login and restarts elevate.
+    let remapped = config.replacen(
+        "connect_timeout = \"2s\"\n",
+        "connect_timeout = \"2s\"\nuser_map = { alice = \"alice_pg\" }\n",
+        1,
+    );
+    ensure!(remapped != config, "test config layout changed");
+    let app = TestApp::start(&remapped).await?;
+    let (status, v) = app
+        .post("alice", &format!("/api/v1/requests/{id}/revoke"), json!({}))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    app.wait_state(&id, "revoked", WAIT).await?;
+    ensure!(
+        !pg.is_member("alice", "orders_writer")?,
+        "the role stayed with the login it was given to"
+    );
+    ensure!(!pg.is_member("alice_pg", "orders_writer")?);
+    Ok(())
+}

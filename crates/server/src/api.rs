@@ -938,15 +938,47 @@ async fn audit_export(
 ) -> Result<Response, ApiError> {
     require_auditor(&b, &p)?;
     let filter = audit_filter(&q)?;
-    let events = b.store.audit_events(&filter).await?;
-    let mut body = String::new();
-    for e in &events {
-        body.push_str(&audit_view(e).to_string());
-        body.push('\n');
-    }
+    // Streamed page by page: a long history never sits in memory whole.
+    const PAGE: i64 = 5000;
+    let remaining = filter.limit.unwrap_or(i64::MAX);
+    let pages = futures_util::stream::unfold(
+        (b.store.clone(), filter, 0_i64, remaining),
+        |(store, filter, after, remaining)| async move {
+            if remaining <= 0 {
+                return None;
+            }
+            let page = AuditFilter {
+                after_seq: Some(after),
+                limit: Some(remaining.min(PAGE)),
+                ..filter.clone()
+            };
+            match store.audit_events(&page).await {
+                Ok(events) if events.is_empty() => None,
+                Ok(events) => {
+                    let last = events.last().map_or(after, |e| e.seq);
+                    let mut chunk = String::new();
+                    for e in &events {
+                        chunk.push_str(&audit_view(e).to_string());
+                        chunk.push('\n');
+                    }
+                    let left = remaining - events.len() as i64;
+                    Some((Ok::<_, std::io::Error>(chunk), (store, filter, last, left)))
+                }
+                Err(e) => {
+                    // Headers are gone already: end the body early; the
+                    // truncated last line tells the reader it is incomplete.
+                    tracing::error!(error = %e, "audit export failed part-way");
+                    Some((
+                        Err(std::io::Error::other("audit export failed")),
+                        (store, filter, after, 0),
+                    ))
+                }
+            }
+        },
+    );
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")],
-        body,
+        axum::body::Body::from_stream(pages),
     )
         .into_response())
 }

@@ -397,3 +397,17 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// An elevate in-process in front of its own real PostgreSQL target.
+pub struct Env {
+    pub _dir: tempfile::TempDir,
+    pub pg: PgTarget,
+    pub app: TestApp,
+}
+
+pub async fn env(setup: Setup) -> Result<Env> {
+    let dir = tempfile::tempdir()?;
+    let pg = PgTarget::start(dir.path())?;
+    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &setup)).await?;
+    Ok(Env { _dir: dir, pg, app })
+}

@@ -10,20 +10,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::common::{body, eventually, PgTarget, Setup, TestApp};
-
-struct Env {
-    _dir: tempfile::TempDir,
-    pg: PgTarget,
-    app: TestApp,
-}
-
-async fn env(setup: Setup) -> Result<Env> {
-    let dir = tempfile::tempdir()?;
-    let pg = PgTarget::start(dir.path())?;
-    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &setup)).await?;
-    Ok(Env { _dir: dir, pg, app })
-}
+use crate::common::{body, env, eventually, Env, PgTarget, Setup, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 

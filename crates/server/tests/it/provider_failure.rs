@@ -9,7 +9,7 @@ use anyhow::{ensure, Result};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{body, eventually, PgTarget, Setup, TestApp};
+use crate::common::{body, env, eventually, Env, Setup};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -26,9 +26,7 @@ fn retries(v: &serde_json::Value, kind: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_is_retried_while_the_target_is_down_and_never_reported_active() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pg = PgTarget::start(dir.path())?;
-    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &Setup::default())).await?;
+    let Env { pg, app, _dir } = env(Setup::default()).await?;
     pg.cluster.stop()?;
 
     let id = app
@@ -82,9 +80,7 @@ async fn apply_is_retried_while_the_target_is_down_and_never_reported_active() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removal_is_retried_until_the_target_returns() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pg = PgTarget::start(dir.path())?;
-    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &Setup::default())).await?;
+    let Env { pg, app, _dir } = env(Setup::default()).await?;
     let id = app
         .request("alice", body("pg", "orders", "orders_writer", "10m"))
         .await?;
@@ -125,9 +121,7 @@ async fn removal_is_retried_until_the_target_returns() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_the_target_refuses_for_good_fails_with_the_targets_reason() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pg = PgTarget::start(dir.path())?;
-    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &Setup::default())).await?;
+    let Env { pg: _pg, app, _dir } = env(Setup::default()).await?;
     // eve is eligible in elevate but has no login on this database server.
     let id = app
         .request("eve", body("pg", "orders", "orders_reader", "10m"))
@@ -156,9 +150,7 @@ async fn a_grant_the_target_refuses_for_good_fails_with_the_targets_reason() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_that_end_during_an_outage_are_removed_once_the_target_returns() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pg = PgTarget::start(dir.path())?;
-    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &Setup::default())).await?;
+    let Env { pg, app, _dir } = env(Setup::default()).await?;
     let mut ids = Vec::new();
     for (role, duration) in [("orders_writer", "3s"), ("orders_reader", "4s")] {
         let id = app

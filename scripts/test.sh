@@ -21,6 +21,21 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
+# The OpenID Connect provider the sign-in tests start (testpeers/oidc:
+# oidc-provider from npm, pinned by package-lock.json); reinstalled when the
+# lock file is newer than node_modules. Needs Node.js 20.12 or later, which
+# Debian 12's own nodejs (18) is not.
+oidc_peer=testpeers/oidc
+if [ ! -d "$oidc_peer/node_modules" ] || [ "$oidc_peer/package-lock.json" -nt "$oidc_peer/node_modules" ]; then
+  if ! command -v npm >/dev/null; then
+    echo "npm not found: install Node.js 20.12 or later for the OpenID provider in $oidc_peer" >&2
+    exit 1
+  fi
+  echo "== installing the OpenID provider's npm packages"
+  (cd "$oidc_peer" && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$oidc_peer/node_modules"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -43,6 +43,25 @@ pub(crate) struct Me {
     pub(crate) admin: bool,
     #[serde(deserialize_with = "null_as_default")]
     pub(crate) auditor: bool,
+    /// How this call was authenticated; absent from older servers.
+    pub(crate) auth: Option<AuthView>,
+}
+
+/// `GET /me`'s `auth`: how the caller proved who they are, and until when.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct AuthView {
+    /// "token", "oidc" or "session".
+    #[serde(deserialize_with = "null_as_default")]
+    pub(crate) method: String,
+    pub(crate) issuer: Option<String>,
+    pub(crate) expires_at: Option<Timestamp>,
+    /// The authentication context the identity provider vouched for.
+    pub(crate) acr: Option<String>,
+    /// The authentication methods used (`pwd`, `otp`, `hwk`, ...).
+    #[serde(deserialize_with = "null_as_default")]
+    pub(crate) amr: Vec<String>,
+    pub(crate) auth_time: Option<Timestamp>,
 }
 
 /// `GET /eligible`.

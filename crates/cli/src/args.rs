@@ -4,25 +4,54 @@
 //! and [`ClientCommand`] into its subcommands, next to its own `serve`,
 //! `check-config` and `token`.
 
+use std::path::PathBuf;
+
+use clap::builder::FalseyValueParser;
 use clap::{Args, Subcommand};
+
+/// The server a client talks to when neither `--url` nor a sign-in names one.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
 
 /// Where the server is and who is calling.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Base URL of the elevate server.
-    #[arg(long, env = "ELEVATE_URL", default_value = "http://127.0.0.1:7070")]
-    pub url: String,
+    /// Base URL of the elevate server [default: the server of `elevate
+    /// login`, else http://127.0.0.1:7070].
+    // An Option rather than a clap default: a URL the user did not give must
+    // not override the one their stored sign-in belongs to.
+    #[arg(long, env = "ELEVATE_URL")]
+    pub url: Option<String>,
 
-    /// API token sent as a bearer token. Prefer the environment variable: a
-    /// token on the command line is visible to other local users.
+    /// API token sent as a bearer token; wins over a stored sign-in. Prefer
+    /// the environment variable: a token on the command line is visible to
+    /// other local users.
     // hide_env_values: `--help` must never print the token itself.
     #[arg(long, env = "ELEVATE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Where `elevate login` keeps its credentials [default:
+    /// $XDG_CONFIG_HOME/elevate, else ~/.config/elevate].
+    #[arg(long, env = "ELEVATE_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
 
     /// Print the server's JSON instead of tables.
     // Listed last in every subcommand's help rather than among its options.
     #[arg(long, global = true, display_order = 1000)]
     pub json: bool,
+
+    /// When a sign-in is needed, only print its address instead of also
+    /// opening a browser.
+    // Global: besides `login`, any command may sign in again when the server
+    // asks for a recent multi-factor sign-in. Falsey parsing so that
+    // ELEVATE_NO_BROWSER=1 works (clap's bool parser wants "true").
+    #[arg(
+        long,
+        global = true,
+        env = "ELEVATE_NO_BROWSER",
+        value_parser = FalseyValueParser::new(),
+        display_order = 1001
+    )]
+    pub no_browser: bool,
 }
 
 /// The commands that talk to an elevate server.
@@ -163,8 +192,24 @@ pub enum ClientCommand {
     /// List what you may request.
     Eligible,
 
-    /// Show who the server thinks you are.
+    /// Show who the server thinks you are, how you signed in and until when.
     Whoami,
+
+    /// Sign in through your identity provider in a browser and keep the
+    /// token for the next commands.
+    #[command(
+        after_help = "The address to open is printed on standard error; with --no-browser \
+                      (or ELEVATE_NO_BROWSER=1) nothing is opened automatically.\n\
+                      The token is stored in the config directory, readable by you only."
+    )]
+    Login {
+        /// Ask for a fresh multi-factor sign-in, as roles that require one do.
+        #[arg(long)]
+        step_up: bool,
+    },
+
+    /// Forget the token stored by `elevate login`.
+    Logout,
 
     /// List audit events; `verify` checks the hash chain, `export` dumps it.
     #[command(args_conflicts_with_subcommands = true)]
@@ -274,6 +319,11 @@ mod tests {
             "elevate --json whoami",
             "elevate whoami --json",
             "elevate --url https://elevate.example --token t grants",
+            "elevate login",
+            "elevate login --step-up --no-browser",
+            "elevate --no-browser login",
+            "elevate logout",
+            "elevate --config-dir /tmp/elevate whoami",
         ];
         for line in examples {
             if let Err(error) = parse(line) {
@@ -335,6 +385,33 @@ mod tests {
     #[test]
     fn json_flag_is_accepted_after_the_command() {
         assert!(parse("elevate grants --json").unwrap().client.json);
+    }
+
+    #[test]
+    fn url_is_absent_unless_given() {
+        // Checked on the definition for the same reason as below: parsing
+        // reads ELEVATE_URL, which the environment of the test may set.
+        let command = Elevate::command();
+        let url = command
+            .get_arguments()
+            .find(|argument| argument.get_id() == "url")
+            .unwrap();
+        assert!(url.get_default_values().is_empty());
+        let parsed = parse("elevate --url https://elevate.example whoami").unwrap();
+        assert_eq!(
+            parsed.client.url.as_deref(),
+            Some("https://elevate.example")
+        );
+    }
+
+    #[test]
+    fn login_takes_step_up_and_no_browser() {
+        let parsed = parse("elevate login --step-up --no-browser").unwrap();
+        assert!(parsed.client.no_browser);
+        assert!(matches!(
+            parsed.command,
+            Top::Client(ClientCommand::Login { step_up: true })
+        ));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The only place that speaks HTTP: `get`, `post`, and `get_to` for
-//! streamed answers.
+//! streamed answers to the elevate server, and [`Provider`] for the
+//! identity provider during `elevate login`.
 //!
 //! Everything else in the crate turns commands into calls and answers into
-//! text without a network, so it is tested without a server.
+//! text without a network, so it is tested without a server. (The loopback
+//! listener that receives the browser's answer is in `callback`.)
 
 use std::io::Write;
 use std::time::Duration;
@@ -20,7 +22,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// than a total one, so a long `audit export` is not cut off.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// An authenticated connection to one elevate server.
+/// A connection to one elevate server, authenticated unless made with
+/// [`Client::anonymous`].
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
     http: reqwest::Client,
@@ -39,24 +42,27 @@ impl Client {
             .map_err(|_| CliError::InvalidToken)?;
         // Keeps the token out of any debug output of the request.
         authorization.set_sensitive(true);
+        Self::build(url, Some(authorization))
+    }
+
+    /// A connection without a token, for what the server tells anyone
+    /// (`auth/config`, read before signing in).
+    pub(crate) fn anonymous(url: &str) -> Result<Self, CliError> {
+        Self::build(url, None)
+    }
+
+    fn build(url: &str, authorization: Option<HeaderValue>) -> Result<Self, CliError> {
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, authorization);
+        if let Some(authorization) = authorization {
+            headers.insert(AUTHORIZATION, authorization);
+        }
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
 
         let api = api_base(url)?;
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(concat!("elevate-cli/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            // A redirect would carry the bearer token somewhere the user did
-            // not name; an API has no reason to redirect, so report it.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|error| CliError::Unreachable {
-                url: url.to_string(),
-                reason: error_reason(&error),
-            })?;
+        let http = http_client(headers).map_err(|error| CliError::Unreachable {
+            url: url.to_string(),
+            reason: error_reason(&error),
+        })?;
         Ok(Self {
             http,
             api,
@@ -134,6 +140,88 @@ impl Client {
             url: self.shown_url.clone(),
             reason: error_reason(error),
         }
+    }
+}
+
+/// The HTTP client every connection uses.
+fn http_client(headers: HeaderMap) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .user_agent(concat!("elevate-cli/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        // A redirect would carry the bearer token (or the authorization code
+        // and verifier) somewhere the user did not name; neither the API nor
+        // a token endpoint has reason to redirect, so report it.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// What the identity provider answered: status and raw body, read by
+/// `oidc`, since providers answer errors in their own format.
+#[derive(Debug)]
+pub(crate) struct ProviderAnswer {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Plain HTTP to the identity provider during `elevate login`: discovery
+/// and the token endpoint. No elevate token is ever sent on it.
+#[derive(Debug, Clone)]
+pub(crate) struct Provider {
+    http: reqwest::Client,
+}
+
+impl Provider {
+    pub(crate) fn new() -> Result<Self, CliError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = http_client(headers).map_err(|error| CliError::ProviderUnreachable {
+            url: String::new(),
+            reason: error_reason(&error),
+        })?;
+        Ok(Self { http })
+    }
+
+    /// `GET url`.
+    pub(crate) async fn get(&self, url: &Url) -> Result<ProviderAnswer, CliError> {
+        self.send(url, self.http.get(url.clone())).await
+    }
+
+    /// `POST url` with a form body.
+    pub(crate) async fn post_form(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+    ) -> Result<ProviderAnswer, CliError> {
+        self.send(url, self.http.post(url.clone()).form(form)).await
+    }
+
+    async fn send(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<ProviderAnswer, CliError> {
+        let unreachable = |error: reqwest::Error| CliError::ProviderUnreachable {
+            url: url.to_string(),
+            reason: error_reason(&error),
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(unreachable)?;
+        Ok(ProviderAnswer {
+            status,
+            body: body.to_vec(),
+        })
+    }
+}
+
+/// Whether two `--url`s name the same elevate server (a trailing slash or
+/// letter case in the host makes no difference).
+pub(crate) fn same_server(first: &str, second: &str) -> bool {
+    match (api_base(first), api_base(second)) {
+        (Ok(first), Ok(second)) => first == second,
+        _ => first.trim() == second.trim(),
     }
 }
 
@@ -227,10 +315,7 @@ mod tests {
     fn missing_or_blank_token_is_refused_before_any_call() {
         for token in [None, Some(""), Some("  ")] {
             let error = Client::new("http://127.0.0.1:7070", token).unwrap_err();
-            assert_eq!(
-                error.to_string(),
-                "no API token: set ELEVATE_TOKEN or pass --token"
-            );
+            assert!(matches!(error, CliError::NoToken));
         }
     }
 
@@ -238,6 +323,17 @@ mod tests {
     fn token_with_a_line_break_inside_is_refused() {
         let error = Client::new("http://h", Some("abc\ndef")).unwrap_err();
         assert!(matches!(error, CliError::InvalidToken));
+    }
+
+    #[test]
+    fn same_server_ignores_trailing_slash_and_host_case() {
+        assert!(same_server(
+            "https://Elevate.example",
+            "https://elevate.example/"
+        ));
+        assert!(same_server("https://h/elevate/", "https://h/elevate"));
+        assert!(!same_server("https://h/elevate", "https://h/"));
+        assert!(!same_server("http://h", "https://h"));
     }
 
     #[test]

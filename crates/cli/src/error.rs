@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use crate::oidc::StepUp;
 use crate::text::one_line;
 
 /// Why a client command did not succeed.
@@ -15,8 +16,54 @@ use crate::text::one_line;
 #[non_exhaustive]
 pub enum CliError {
     /// No bearer token was configured; checked before any network traffic.
-    #[error("no API token: set ELEVATE_TOKEN or pass --token")]
+    #[error("no API token: set ELEVATE_TOKEN, pass --token, or run 'elevate login'")]
     NoToken,
+
+    /// The token stored by `elevate login` has expired; checked before any
+    /// network traffic. `at` is already in the user's time zone.
+    #[error("your sign-in to {url} expired at {at}; run 'elevate login'")]
+    SignInExpired { url: String, at: String },
+
+    /// `--url` names another server than the stored sign-in belongs to. The
+    /// token is not sent there: it would hand one server a credential for
+    /// another.
+    #[error(
+        "you are signed in to {signed_in}, not {url}: run 'elevate --url {url} login' \
+         or pass --token"
+    )]
+    SignedInElsewhere { signed_in: String, url: String },
+
+    /// The credentials file cannot be read, written or trusted.
+    #[error("credentials file {path}: {reason}")]
+    Credentials { path: String, reason: String },
+
+    /// `elevate login` against a server that only knows API tokens.
+    #[error("this server has no identity provider; use an API token")]
+    NoIdentityProvider,
+
+    /// The browser sign-in did not complete (provider refused, answer did
+    /// not match this login, timeout, unusable provider configuration).
+    #[error("sign-in failed: {0}")]
+    SignIn(String),
+
+    /// The identity provider could not be contacted during `elevate login`.
+    #[error("cannot reach the identity provider at {url}: {reason}")]
+    ProviderUnreachable { url: String, reason: String },
+
+    /// The server refused the token itself (expired, for another audience,
+    /// unverifiable, ...); `advice` says what to do about it.
+    #[error("{message} ({code}); {advice}")]
+    TokenRefused {
+        status: u16,
+        code: String,
+        message: String,
+        advice: &'static str,
+    },
+
+    /// The action needs a more recent or stronger sign-in than the token
+    /// shows. `step_up` is what to ask the identity provider for.
+    #[error("{message} (step_up_required); run 'elevate login --step-up' and try again")]
+    StepUpRequired { message: String, step_up: StepUp },
 
     /// The token cannot be put into an HTTP header (control or non-ASCII
     /// characters, usually a copy-and-paste accident).
@@ -69,6 +116,29 @@ pub enum CliError {
 struct ErrorBody {
     code: Option<String>,
     message: Option<String>,
+    /// Only with `step_up_required`: what a new sign-in must satisfy.
+    step_up: Option<StepUp>,
+}
+
+/// What to do when the server refuses the token with `code`, for the codes
+/// that mean "this token is not (or no longer) good here".
+fn token_advice(code: &str) -> Option<&'static str> {
+    let advice = match code {
+        "token_expired" => "run 'elevate login' to sign in again",
+        "token_not_yet_valid" => {
+            "this computer's or the server's clock is off; check it or run 'elevate login'"
+        }
+        "token_malformed"
+        | "token_bad_signature"
+        | "token_unknown_key"
+        | "token_alg_not_allowed" => "run 'elevate login' for a fresh token",
+        "token_wrong_issuer" | "token_wrong_audience" => {
+            "the token was issued for another server; run 'elevate login' against this one"
+        }
+        "identity_conflict" => "an elevate administrator has to resolve this",
+        _ => return None,
+    };
+    Some(advice)
 }
 
 /// Turns an error answer (status and raw body) into a one-line error.
@@ -85,6 +155,21 @@ pub(crate) fn error_from_answer(status: u16, status_text: &str, body: &[u8]) -> 
         .code
         .map(|code| one_line(&code))
         .filter(|code| !code.is_empty());
+    if code.as_deref() == Some("step_up_required") {
+        return CliError::StepUpRequired {
+            message: message
+                .unwrap_or_else(|| "this needs a recent multi-factor sign-in".to_string()),
+            step_up: parsed.step_up.unwrap_or_default(),
+        };
+    }
+    if let Some(advice) = code.as_deref().and_then(token_advice) {
+        return CliError::TokenRefused {
+            status,
+            code: code.unwrap_or_default(),
+            message: message.unwrap_or_else(|| "the server refused the token".to_string()),
+            advice,
+        };
+    }
     match (message, code) {
         (Some(message), Some(code)) => CliError::Api {
             status,
@@ -161,9 +246,78 @@ mod tests {
     }
 
     #[test]
+    fn expired_token_says_to_sign_in_again() {
+        let body =
+            br#"{"code":"token_expired","message":"the token expired at 2026-11-24T09:00:00Z"}"#;
+        let error = error_from_answer(401, "401 Unauthorized", body);
+        assert_eq!(
+            error.to_string(),
+            "the token expired at 2026-11-24T09:00:00Z (token_expired); \
+             run 'elevate login' to sign in again"
+        );
+    }
+
+    #[test]
+    fn every_token_refusal_says_what_to_do() {
+        for code in [
+            "token_expired",
+            "token_malformed",
+            "token_bad_signature",
+            "token_unknown_key",
+            "token_wrong_issuer",
+            "token_wrong_audience",
+            "token_not_yet_valid",
+            "token_alg_not_allowed",
+            "identity_conflict",
+        ] {
+            let body = format!(r#"{{"code":"{code}","message":"refused"}}"#);
+            let error = error_from_answer(401, "401 Unauthorized", body.as_bytes());
+            let CliError::TokenRefused { advice, .. } = &error else {
+                panic!("{code} became {error:?}");
+            };
+            assert!(!advice.is_empty());
+            assert!(error
+                .to_string()
+                .starts_with(&format!("refused ({code}); ")));
+        }
+    }
+
+    #[test]
+    fn step_up_required_carries_what_to_ask_for() {
+        let body = br#"{"code":"step_up_required","message":"orders_writer needs a recent multi-factor sign-in",
+                        "step_up":{"acr_values":"urn:elevate:mfa","max_age":900,"login_url":"/auth/login?x=1"}}"#;
+        let error = error_from_answer(401, "401 Unauthorized", body);
+        let CliError::StepUpRequired { message, step_up } = &error else {
+            panic!("became {error:?}");
+        };
+        assert_eq!(message, "orders_writer needs a recent multi-factor sign-in");
+        assert_eq!(step_up.acr_values.as_deref(), Some("urn:elevate:mfa"));
+        assert_eq!(step_up.max_age, Some(900));
+        assert_eq!(
+            error.to_string(),
+            "orders_writer needs a recent multi-factor sign-in (step_up_required); \
+             run 'elevate login --step-up' and try again"
+        );
+    }
+
+    #[test]
+    fn step_up_required_without_details_still_asks_for_a_fresh_sign_in() {
+        let error = error_from_answer(401, "401", br#"{"code":"step_up_required"}"#);
+        let CliError::StepUpRequired { step_up, .. } = error else {
+            panic!("not a step-up");
+        };
+        assert_eq!(step_up, StepUp::default());
+    }
+
+    #[test]
     fn every_client_error_displays_as_one_line() {
         let errors = [
             CliError::NoToken,
+            CliError::SignInExpired {
+                url: "http://127.0.0.1:7070".into(),
+                at: "2026-11-24 09:00".into(),
+            },
+            CliError::NoIdentityProvider,
             CliError::InvalidToken,
             CliError::Unreachable {
                 url: "http://127.0.0.1:7070".into(),

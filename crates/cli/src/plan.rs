@@ -1,6 +1,7 @@
 //! Which HTTP call each command makes.
 //!
-//! Every client command is exactly one call. Working it out is a pure
+//! Every client command but `login` and `logout` (see `login`) is exactly
+//! one call. Working it out is a pure
 //! function of the command and "now", so argument mistakes (a bad time)
 //! surface before any network traffic, and the mapping to the API is tested
 //! without a server.
@@ -150,6 +151,12 @@ pub(crate) fn plan(command: &ClientCommand, now: DateTime<Utc>) -> Result<Call, 
             .query("scope", if *all { "all" } else { "mine" }),
         ClientCommand::Eligible => Call::get(&["eligible"]),
         ClientCommand::Whoami => Call::get(&["me"]),
+        // Flows of their own, which `run` starts before planning a call.
+        ClientCommand::Login { .. } | ClientCommand::Logout => {
+            return Err(CliError::InvalidArgument(
+                "login and logout are not a single API call".to_string(),
+            ))
+        }
         ClientCommand::Audit {
             action: Some(AuditAction::Verify),
             ..

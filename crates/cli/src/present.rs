@@ -133,7 +133,9 @@ where
             ClientCommand::Eligible => {
                 return Ok(self.eligible_table(&read(answer, "your eligibility")?))
             }
-            ClientCommand::Whoami => return Ok(whoami(&read(answer, "your identity")?)),
+            ClientCommand::Whoami => return Ok(self.whoami(&read(answer, "your identity")?)),
+            // Not API calls: `run` handles them before any answer exists.
+            ClientCommand::Login { .. } | ClientCommand::Logout => return Ok(String::new()),
             ClientCommand::Audit { action: None, .. } => {
                 return Ok(self.audit_table(&read(answer, "the audit events")?))
             }
@@ -381,6 +383,53 @@ where
         table.render()
     }
 
+    /// `whoami`: the identity, then how it was proven and until when.
+    fn whoami(&self, me: &Me) -> String {
+        let mut table = Table::key_value();
+        table.row(["name", &me.name]);
+        table.row(["email", &or_none(&me.email)]);
+        table.row(["display name", &or_none(&me.display_name)]);
+        table.row(["groups", &or_none(&me.groups.join(", "))]);
+        let mut rights = Vec::new();
+        if me.admin {
+            rights.push("admin");
+        }
+        if me.auditor {
+            rights.push("auditor");
+        }
+        table.row(["rights", &or_none(&rights.join(", "))]);
+        if let Some(auth) = &me.auth {
+            let method = match (auth.method.as_str(), auth.issuer.as_deref()) {
+                ("token", _) => "API token".to_string(),
+                ("oidc", Some(issuer)) => format!("single sign-on ({issuer})"),
+                ("oidc", None) => "single sign-on".to_string(),
+                ("session", _) => "web session".to_string(),
+                (other, _) => or_unknown(other.to_string()),
+            };
+            table.row(["signed in with", &method]);
+            let expires = match &auth.expires_at {
+                None => NONE.to_string(),
+                Some(at) => match self.remaining(Some(at)) {
+                    Some(left) => format!("{} (in {left})", self.time(Some(at))),
+                    None if at.instant.is_some() => format!("{} (expired)", self.time(Some(at))),
+                    None => self.time(Some(at)),
+                },
+            };
+            table.row(["expires", &expires]);
+            if auth.acr.is_some() || !auth.amr.is_empty() {
+                let mut assurance = auth.acr.clone().unwrap_or_else(|| NONE.to_string());
+                if !auth.amr.is_empty() {
+                    assurance.push_str(&format!(" ({})", auth.amr.join(", ")));
+                }
+                table.row(["assurance", &assurance]);
+            }
+            if auth.auth_time.is_some() {
+                table.row(["authenticated", &self.time(auth.auth_time.as_ref())]);
+            }
+        }
+        table.render()
+    }
+
     /// `show`: the request, then its approvals, attempts and audit events.
     fn request_detail(&self, view: &RequestView) -> String {
         let mut fields = Table::key_value();
@@ -555,23 +604,6 @@ fn verification_report(verification: &AuditVerification) -> String {
             or_unknown(value_text(&verification.broken_at))
         )
     }
-}
-
-fn whoami(me: &Me) -> String {
-    let mut table = Table::key_value();
-    table.row(["name", &me.name]);
-    table.row(["email", &or_none(&me.email)]);
-    table.row(["display name", &or_none(&me.display_name)]);
-    table.row(["groups", &or_none(&me.groups.join(", "))]);
-    let mut rights = Vec::new();
-    if me.admin {
-        rights.push("admin");
-    }
-    if me.auditor {
-        rights.push("auditor");
-    }
-    table.row(["rights", &or_none(&rights.join(", "))]);
-    table.render()
 }
 
 /// "\napprovals\n  BY  AT  COMMENT\n  ..." or "\napprovals: none\n".
@@ -956,6 +988,50 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "audit chain intact: 40 events, head ab12\n"
         );
+    }
+
+    #[test]
+    fn whoami_shows_how_and_until_when_you_are_signed_in() {
+        // The presenter's now is 09:18 UTC.
+        let text = render(
+            ClientCommand::Whoami,
+            json!({"name": "alice", "email": "alice@example.com", "groups": ["dba"],
+                   "admin": true, "auditor": false,
+                   "auth": {"method": "oidc", "issuer": "https://id.example",
+                            "expires_at": "2026-11-24T10:00:00Z", "acr": "urn:elevate:mfa",
+                            "amr": ["pwd", "otp"], "auth_time": "2026-11-24T09:10:00Z"}}),
+        );
+        let field = |label: &str, value: &str| {
+            text.lines()
+                .any(|line| line.starts_with(label) && line[label.len()..].trim() == value)
+        };
+        assert!(field("rights", "admin"), "{text}");
+        assert!(
+            field("signed in with", "single sign-on (https://id.example)"),
+            "{text}"
+        );
+        assert!(field("expires", "2026-11-24 10:00 (in 42m)"), "{text}");
+        assert!(field("assurance", "urn:elevate:mfa (pwd, otp)"), "{text}");
+        assert!(field("authenticated", "2026-11-24 09:10"), "{text}");
+    }
+
+    #[test]
+    fn whoami_with_an_api_token_and_an_expired_or_absent_expiry() {
+        let text = render(
+            ClientCommand::Whoami,
+            json!({"name": "bob", "auth": {"method": "token", "issuer": null,
+                   "expires_at": null, "acr": null, "amr": [], "auth_time": null}}),
+        );
+        assert!(text.contains("API token"), "{text}");
+        assert!(!text.contains("assurance"), "{text}");
+        let text = render(
+            ClientCommand::Whoami,
+            json!({"name": "bob", "auth": {"method": "oidc", "expires_at": "2026-11-24T09:00:00Z"}}),
+        );
+        assert!(text.contains("2026-11-24 09:00 (expired)"), "{text}");
+        // An older server sends no `auth` at all.
+        let text = render(ClientCommand::Whoami, json!({"name": "bob"}));
+        assert!(!text.contains("expires"), "{text}");
     }
 
     #[test]

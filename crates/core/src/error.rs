@@ -62,6 +62,14 @@ pub enum DomainError {
     ExtensionPending(String),
     #[error("this grant has no break-glass review to acknowledge")]
     NothingToAcknowledge,
+    /// The caller must sign in again, strongly and recently (RFC 9470).
+    #[error("a fresh multi-factor sign-in is required: {reason}")]
+    StepUpRequired {
+        reason: String,
+        /// Space-separated `acr_values` to ask the provider for.
+        acr_values: String,
+        max_age_secs: u64,
+    },
 }
 
 impl DomainError {
@@ -89,6 +97,7 @@ impl DomainError {
             DomainError::InvalidState { .. } => "invalid_state",
             DomainError::ExtensionPending(_) => "extension_pending",
             DomainError::NothingToAcknowledge => "nothing_to_acknowledge",
+            DomainError::StepUpRequired { .. } => "step_up_required",
         }
     }
 

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 
 use crate::error::DomainError;
-use crate::principal::{Principal, Subject};
+use crate::principal::{AuthMethod, Authn, Principal, Subject};
 use crate::values::{Name, Span};
 use crate::Timestamp;
 
@@ -120,6 +120,11 @@ pub struct Eligibility {
     pub approval_required: bool,
     pub ticket_required: bool,
     pub break_glass: bool,
+    /// Activation needs a fresh strong sign-in (see [`StepUpRule`]).
+    pub step_up: bool,
+    /// Attribute conditions: each named claim of the requester must hold
+    /// one of the listed values (`department = ["sre"]`).
+    pub conditions: BTreeMap<String, BTreeSet<String>>,
     pub not_before: Option<Timestamp>,
     /// Always set: when the config gives none, the server fills in one year
     /// after the eligibility was first seen.
@@ -129,6 +134,87 @@ pub struct Eligibility {
 impl Eligibility {
     pub fn valid_at(&self, now: Timestamp) -> bool {
         self.not_before.is_none_or(|nb| now >= nb) && now < self.not_after
+    }
+
+    /// Whether `p`'s attributes meet every condition.
+    pub fn conditions_hold(&self, p: &Principal) -> bool {
+        self.conditions
+            .iter()
+            .all(|(claim, allowed)| p.attributes.get(claim).is_some_and(|v| allowed.contains(v)))
+    }
+}
+
+/// What counts as a fresh strong sign-in, for eligibilities and approval
+/// policies marked `step_up`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepUpRule {
+    /// `acr` values that count as strong (asked for with `acr_values`).
+    pub acr_values: Vec<String>,
+    /// `amr` methods (RFC 8176) of which one suffices.
+    pub amr: Vec<String>,
+    /// How long ago the sign-in may have happened.
+    pub max_age: Span,
+}
+
+impl Default for StepUpRule {
+    fn default() -> Self {
+        StepUpRule {
+            acr_values: Vec::new(),
+            // RFC 8176 methods that are a second factor or stronger.
+            amr: [
+                "mfa", "otp", "hwk", "swk", "sc", "fpt", "face", "iris", "retina", "vbm",
+            ]
+            .map(String::from)
+            .to_vec(),
+            max_age: Span::from_secs(15 * 60),
+        }
+    }
+}
+
+impl StepUpRule {
+    /// Whether `auth` is a strong sign-in no older than `max_age`; the
+    /// error says what is missing, for the person to act on.
+    pub fn check(&self, auth: Option<&Authn>, now: Timestamp) -> Result<(), DomainError> {
+        let refuse = |reason: String| {
+            Err(DomainError::StepUpRequired {
+                reason,
+                acr_values: self.acr_values.join(" "),
+                max_age_secs: self.max_age.secs(),
+            })
+        };
+        let Some(auth) = auth.filter(|a| a.method != AuthMethod::Token) else {
+            return refuse(
+                "an API token cannot prove a multi-factor sign-in; sign in through the identity provider"
+                    .into(),
+            );
+        };
+        let strong_acr = auth
+            .acr
+            .as_ref()
+            .is_some_and(|acr| self.acr_values.contains(acr));
+        let strong_amr = auth.amr.iter().any(|m| self.amr.contains(m));
+        if !strong_acr && !strong_amr {
+            let used = if auth.amr.is_empty() {
+                "no stated method".to_owned()
+            } else {
+                auth.amr.join(", ")
+            };
+            return refuse(format!(
+                "this needs a multi-factor sign-in and yours used {used}"
+            ));
+        }
+        let Some(at) = auth.auth_time else {
+            return refuse("your sign-in does not say when it happened (no auth_time)".into());
+        };
+        let age = now.signed_duration_since(at);
+        if age > self.max_age.as_chrono() {
+            let minutes = age.num_minutes();
+            return refuse(format!(
+                "this needs a sign-in within the last {}, and yours was {minutes} minute(s) ago",
+                self.max_age
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -142,6 +228,8 @@ pub struct ApprovalPolicy {
     pub approvers: Vec<Subject>,
     pub quorum: u32,
     pub pending_timeout: Span,
+    /// Approvers must have signed in strongly and recently.
+    pub step_up: bool,
 }
 
 /// What it takes to approve one (target, resource, role), combined over
@@ -152,6 +240,8 @@ pub struct ApprovalRequirement {
     pub approvers: Vec<Subject>,
     pub quorum: u32,
     pub pending_timeout: Span,
+    /// Some matching policy asks approvers for a step-up sign-in.
+    pub step_up: bool,
 }
 
 impl ApprovalRequirement {
@@ -208,6 +298,8 @@ pub struct Catalog {
     /// May read every request and the audit trail; may change nothing.
     pub auditors: Vec<Subject>,
     pub limits: Limits,
+    /// What `step_up` eligibilities and policies ask of a sign-in.
+    pub step_up: StepUpRule,
     /// Derived from the fields above; leave it `Default`.
     #[serde(skip)]
     pub index: CatalogIndex,
@@ -271,6 +363,8 @@ pub struct EligibleRole {
     pub approval_required: bool,
     pub ticket_required: bool,
     pub break_glass: bool,
+    /// Activation needs a fresh multi-factor sign-in.
+    pub step_up: bool,
     pub eligibility: Name,
     pub not_after: Timestamp,
 }
@@ -290,6 +384,10 @@ pub struct Ask<'a> {
     pub duration: Span,
     pub has_ticket: bool,
     pub break_glass: bool,
+    /// Test the caller's sign-in against step-up eligibilities. Off when
+    /// elevate re-checks a stored request, where the activation's sign-in
+    /// was already checked.
+    pub check_step_up: bool,
 }
 
 impl Catalog {
@@ -352,6 +450,7 @@ impl Catalog {
         idx.dedup();
         idx.into_iter()
             .filter_map(|i| self.eligibilities.get(i))
+            .filter(|e| e.conditions_hold(p))
             .collect()
     }
 
@@ -465,11 +564,24 @@ impl Catalog {
             .collect();
         // Prefer the rule that needs no approval, then the one that lasts
         // longest: eligibilities are a union of permissions.
+        if with_ticket.is_empty() {
+            return Err(DomainError::TicketRequired);
+        }
+        let step_up = if ask.check_step_up {
+            self.step_up.check(p.auth.as_ref(), now)
+        } else {
+            Ok(())
+        };
         let chosen = with_ticket
             .iter()
             .copied()
-            .min_by_key(|e| (e.approval_required, std::cmp::Reverse(e.not_after)))
-            .ok_or(DomainError::TicketRequired)?;
+            .filter(|e| !e.step_up || step_up.is_ok())
+            .min_by_key(|e| (e.approval_required, std::cmp::Reverse(e.not_after)));
+        let Some(chosen) = chosen else {
+            // Every covering eligibility wants a step-up the caller lacks.
+            step_up?;
+            return Err(DomainError::TicketRequired);
+        };
         Ok(Permit {
             eligibility: chosen,
         })
@@ -499,6 +611,7 @@ impl Catalog {
                         approval_required: e.approval_required,
                         ticket_required: e.ticket_required,
                         break_glass: e.break_glass,
+                        step_up: e.step_up,
                         eligibility: e.id.clone(),
                         not_after: e.not_after,
                     };
@@ -511,6 +624,7 @@ impl Catalog {
                             existing.approval_required &= e.approval_required;
                             existing.ticket_required &= e.ticket_required;
                             existing.break_glass |= e.break_glass;
+                            existing.step_up &= e.step_up;
                             existing.not_after = existing.not_after.max(e.not_after);
                         }
                         None => {
@@ -537,6 +651,7 @@ impl Catalog {
         let mut approvers: Vec<Subject> = Vec::new();
         let mut quorum = 0;
         let mut timeout: Option<Span> = None;
+        let mut step_up = false;
         let candidates = self
             .tables()
             .policies_by_resource
@@ -555,6 +670,7 @@ impl Catalog {
                 }
             }
             quorum = quorum.max(p.quorum.max(1));
+            step_up |= p.step_up;
             timeout = Some(timeout.map_or(p.pending_timeout, |t| t.min(p.pending_timeout)));
         }
         if policies.is_empty() {
@@ -565,6 +681,7 @@ impl Catalog {
             approvers,
             quorum,
             pending_timeout: timeout.unwrap_or(self.limits.default_pending_timeout),
+            step_up,
         })
     }
 }
@@ -635,6 +752,8 @@ pub(crate) mod tests {
                 approval_required: true,
                 ticket_required: false,
                 break_glass: true,
+                step_up: false,
+                conditions: BTreeMap::new(),
                 not_before: None,
                 not_after: t0() + chrono::Duration::days(365),
             }],
@@ -650,6 +769,7 @@ pub(crate) mod tests {
                     approvers: vec![Subject::parse("group:dba").unwrap()],
                     quorum: 1,
                     pending_timeout: Span::from_secs(3 * 3600),
+                    step_up: false,
                 },
                 ApprovalPolicy {
                     id: n("orders-team"),
@@ -664,11 +784,13 @@ pub(crate) mod tests {
                     approvers: vec![Subject::parse("user:olivia").unwrap()],
                     quorum: 2,
                     pending_timeout: Span::from_secs(3600),
+                    step_up: false,
                 },
             ],
             admins: vec![Subject::parse("group:security").unwrap()],
             auditors: vec![],
             limits: Limits::default(),
+            step_up: StepUpRule::default(),
             index: CatalogIndex::default(),
         }
     }
@@ -681,7 +803,103 @@ pub(crate) mod tests {
             duration: Span::from_secs(secs),
             has_ticket: false,
             break_glass: false,
+            check_step_up: true,
         }
+    }
+
+    fn oidc(amr: &[&str], acr: Option<&str>, minutes_ago: i64) -> Authn {
+        Authn {
+            method: AuthMethod::Oidc,
+            issuer: Some("https://idp.example".into()),
+            acr: acr.map(String::from),
+            amr: amr.iter().map(|m| m.to_string()).collect(),
+            auth_time: Some(t0() - chrono::Duration::minutes(minutes_ago)),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn step_up_needs_a_strong_and_recent_sign_in() {
+        let rule = StepUpRule {
+            acr_values: vec!["urn:mfa".into()],
+            ..StepUpRule::default()
+        };
+        let code = |a: Option<&Authn>| rule.check(a, t0()).err().map(|e| e.code());
+        assert_eq!(code(None), Some("step_up_required"));
+        assert_eq!(code(Some(&Authn::token())), Some("step_up_required"));
+        assert_eq!(
+            code(Some(&oidc(&["pwd"], None, 1))),
+            Some("step_up_required")
+        );
+        assert_eq!(code(Some(&oidc(&["pwd", "otp"], None, 1))), None);
+        assert_eq!(code(Some(&oidc(&["pwd"], Some("urn:mfa"), 1))), None);
+        // Strong but too old: max_age is 15 minutes.
+        let old = rule
+            .check(Some(&oidc(&["hwk"], None, 20)), t0())
+            .unwrap_err();
+        assert!(old.to_string().contains("20 minute"), "{old}");
+        let mut no_time = oidc(&["otp"], None, 0);
+        no_time.auth_time = None;
+        assert_eq!(code(Some(&no_time)), Some("step_up_required"));
+    }
+
+    #[test]
+    fn a_step_up_eligibility_refuses_weak_sign_ins_unless_another_rule_covers() {
+        let mut c = catalog();
+        c.eligibilities[0].step_up = true;
+        let (pg, writer, orders) = (n("pg"), n("writer"), n("orders"));
+        let mut alice = user("alice", &["sre"]);
+        alice.auth = Some(oidc(&["pwd"], None, 1));
+        let e = c
+            .permit(&alice, ask(&orders, &writer, &pg, 600), t0())
+            .unwrap_err();
+        assert_eq!(e.code(), "step_up_required");
+        // Re-checks of stored requests do not re-test the sign-in.
+        let mut recheck = ask(&orders, &writer, &pg, 600);
+        recheck.check_step_up = false;
+        assert!(c.permit(&alice, recheck, t0()).is_ok());
+        alice.auth = Some(oidc(&["pwd", "otp"], None, 1));
+        assert!(c
+            .permit(&alice, ask(&orders, &writer, &pg, 600), t0())
+            .is_ok());
+        // A second eligibility without step-up covers the weak sign-in.
+        let mut plain = c.eligibilities[0].clone();
+        plain.id = n("sre-plain");
+        plain.step_up = false;
+        c.eligibilities.push(plain);
+        c.index = CatalogIndex::default();
+        alice.auth = Some(oidc(&["pwd"], None, 1));
+        let permit = c
+            .permit(&alice, ask(&orders, &writer, &pg, 600), t0())
+            .unwrap();
+        assert_eq!(permit.eligibility.id.as_str(), "sre-plain");
+    }
+
+    #[test]
+    fn attribute_conditions_must_all_hold() {
+        let mut c = catalog();
+        c.eligibilities[0].conditions = [(
+            "department".to_string(),
+            ["sre".to_string(), "dba".to_string()].into_iter().collect(),
+        )]
+        .into_iter()
+        .collect();
+        let (pg, writer, orders) = (n("pg"), n("writer"), n("orders"));
+        let mut alice = user("alice", &["sre"]);
+        let refused = c.permit(&alice, ask(&orders, &writer, &pg, 600), t0());
+        assert_eq!(refused.unwrap_err().code(), "not_eligible");
+        assert!(c.eligible_roles(&alice, t0()).is_empty());
+        alice
+            .attributes
+            .insert("department".into(), "marketing".into());
+        assert!(c
+            .permit(&alice, ask(&orders, &writer, &pg, 600), t0())
+            .is_err());
+        alice.attributes.insert("department".into(), "sre".into());
+        assert!(c
+            .permit(&alice, ask(&orders, &writer, &pg, 600), t0())
+            .is_ok());
+        assert!(!c.eligible_roles(&alice, t0()).is_empty());
     }
 
     #[test]

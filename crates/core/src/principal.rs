@@ -1,13 +1,16 @@
-//! Who is acting: a user with groups. Where the user comes from (local
-//! config now, an identity provider later) does not matter past this point.
+//! Who is acting: a user with groups and attributes, and how they proved
+//! it. Where the user comes from (a local API token, an OpenID Connect
+//! sign-in) does not matter past this point, except for step-up checks,
+//! which read [`Authn`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::values::{Email, GroupName, UserName};
+use crate::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Principal {
@@ -15,6 +18,13 @@ pub struct Principal {
     pub email: Option<Email>,
     pub display_name: Option<String>,
     pub groups: BTreeSet<GroupName>,
+    /// Claims from the identity provider that eligibilities may test
+    /// (`department = "sre"`). Empty for local users.
+    pub attributes: BTreeMap<String, String>,
+    /// How this caller authenticated, for step-up checks. `None` when the
+    /// principal was looked up rather than presented (a deadline re-check).
+    #[serde(skip)]
+    pub auth: Option<Authn>,
 }
 
 impl Principal {
@@ -24,6 +34,8 @@ impl Principal {
             email: None,
             display_name: None,
             groups: BTreeSet::new(),
+            attributes: BTreeMap::new(),
+            auth: None,
         }
     }
 
@@ -36,6 +48,44 @@ impl Principal {
 
     pub fn matches_any(&self, subjects: &[Subject]) -> bool {
         subjects.iter().any(|s| self.matches(s))
+    }
+}
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A local API token from the config (`elv_...`).
+    Token,
+    /// A bearer token (ID or access token) from the identity provider.
+    Oidc,
+    /// A browser session created by signing in through the provider.
+    Session,
+}
+
+/// The authentication behind one call: which method, and what the identity
+/// provider asserted about it (RFC 8176 `amr`, `acr`, `auth_time`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Authn {
+    pub method: AuthMethod,
+    pub issuer: Option<String>,
+    pub acr: Option<String>,
+    pub amr: Vec<String>,
+    pub auth_time: Option<Timestamp>,
+    /// When the credential stops being accepted.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Authn {
+    pub fn token() -> Self {
+        Authn {
+            method: AuthMethod::Token,
+            issuer: None,
+            acr: None,
+            amr: Vec::new(),
+            auth_time: None,
+            expires_at: None,
+        }
     }
 }
 

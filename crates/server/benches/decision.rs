@@ -226,6 +226,7 @@ async fn run() -> Result<serde_json::Value> {
                     duration: Span::from_secs(3600),
                     has_ticket: true,
                     break_glass: false,
+                    check_step_up: true,
                 },
                 now,
             )

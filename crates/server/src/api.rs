@@ -30,6 +30,7 @@ pub type AppState = Arc<Broker>;
 pub fn router(broker: AppState, max_body_bytes: usize) -> Router {
     let api = Router::new()
         .route("/me", get(me))
+        .route("/auth/config", get(auth_config))
         .route("/eligible", get(eligible))
         .route("/requests", post(create_request).get(list_requests))
         .route("/requests/{id}", get(show_request))
@@ -47,6 +48,7 @@ pub fn router(broker: AppState, max_body_bytes: usize) -> Router {
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::web_auth::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -89,13 +91,17 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::client(
+        let Some(header) = parts.headers.get(header::AUTHORIZATION) else {
+            // No bearer token: a browser session, if any.
+            if let Some(p) = crate::web_auth::session_caller(state, parts).await? {
+                return Ok(Caller(p));
+            }
+            return Err(ApiError::client(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
-                "send an API token as 'Authorization: Bearer TOKEN'",
-            )
-        })?;
+                "send an API token as 'Authorization: Bearer TOKEN', or sign in",
+            ));
+        };
         let token = header
             .to_str()
             .ok()
@@ -112,18 +118,49 @@ impl FromRequestParts<AppState> for Caller {
                     "the Authorization header must be 'Bearer TOKEN'",
                 )
             })?;
-        state
-            .directory
-            .authenticate(token)
-            .map(Caller)
-            .ok_or_else(|| {
-                ApiError::client(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_token",
-                    "this API token is not valid",
-                )
-            })
+        authenticate_bearer(state, token).await.map(Caller)
     }
+}
+
+/// A local API token (`elv_...`), or a JWT from the identity provider.
+async fn authenticate_bearer(b: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let oidc = b.oidc.as_ref().filter(|_| {
+        !token.starts_with(crate::auth::TOKEN_PREFIX) && crate::oidc::looks_like_jwt(token)
+    });
+    let Some(oidc) = oidc else {
+        let mut p = b.directory.authenticate(token).ok_or_else(|| {
+            ApiError::client(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "this API token is not valid",
+            )
+        })?;
+        p.auth = Some(elevate_core::principal::Authn::token());
+        return Ok(p);
+    };
+    let now = Utc::now();
+    let verified = oidc
+        .verify(token, &oidc.bearer_audiences(), now)
+        .await
+        .map_err(|e| {
+            let status = match e {
+                crate::oidc::TokenError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            // Codes from `TokenError::code` (documented with the 401s).
+            ApiError::Client {
+                status,
+                code: e.code(),
+                message: e.message(),
+            }
+        })?;
+    b.principal_from_claims(
+        oidc,
+        &verified,
+        elevate_core::principal::AuthMethod::Oidc,
+        now,
+    )
+    .await
 }
 
 /// JSON body with rejections turned into our error format.
@@ -346,15 +383,56 @@ fn audit_view(e: &AuditRecord) -> Value {
 
 // ---- handlers -----------------------------------------------------------
 
-async fn me(State(b): State<AppState>, Caller(p): Caller) -> Json<Value> {
+async fn me(
+    State(b): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Caller(p): Caller,
+) -> Json<Value> {
+    let auth = p.auth.as_ref().map(|a| {
+        json!({
+            "method": a.method,
+            "issuer": a.issuer,
+            "expires_at": a.expires_at,
+            "acr": a.acr,
+            "amr": a.amr,
+            "auth_time": a.auth_time,
+        })
+    });
+    let csrf = match p.auth.as_ref().map(|a| a.method) {
+        Some(elevate_core::principal::AuthMethod::Session) => {
+            crate::web_auth::session_csrf(&b, &headers).await
+        }
+        _ => None,
+    };
     Json(json!({
         "name": p.name,
         "email": p.email,
         "display_name": p.display_name,
         "groups": p.groups,
+        "attributes": p.attributes,
         "admin": b.catalog.is_admin(&p),
         "auditor": b.catalog.is_auditor(&p),
+        "auth": auth,
+        "csrf_token": csrf,
     }))
+}
+
+/// What a client needs to sign in (no authentication: it is asked before
+/// there is any).
+async fn auth_config(State(b): State<AppState>) -> Json<Value> {
+    let oidc = b.oidc.as_ref().map(|o| {
+        let rule = &b.catalog.step_up;
+        json!({
+            "issuer": o.settings.issuer,
+            "cli_client_id": o.settings.cli_client_id,
+            "scopes": o.settings.scopes,
+            "step_up": {
+                "acr_values": rule.acr_values.join(" "),
+                "max_age": rule.max_age.secs(),
+            },
+        })
+    });
+    Json(json!({ "oidc": oidc }))
 }
 
 async fn eligible(State(b): State<AppState>, Caller(p): Caller) -> Json<Value> {
@@ -823,6 +901,9 @@ async fn check(
             duration: b.catalog.limits.min_duration,
             has_ticket: true,
             break_glass: false,
+            // "May request" is about eligibility; a step-up is asked for
+            // when the request is made.
+            check_step_up: false,
         },
         now,
     );

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use elevate_core::policy::{
-    ApprovalPolicy, Catalog, Eligibility, Limits, Resource, ResourceSelector, Target,
+    ApprovalPolicy, Catalog, Eligibility, Limits, Resource, ResourceSelector, StepUpRule, Target,
 };
 use elevate_core::principal::{Principal, Subject};
 use elevate_core::values::{Email, GroupName, Name, Span, UserName};
@@ -22,6 +22,8 @@ use elevate_core::Timestamp;
 use elevate_providers::postgres::PostgresConfig;
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::oidc::OidcSettings;
 
 /// A problem found in the config, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +81,11 @@ struct ServerSection {
     /// Longest wait between two attempts of a failing provider call.
     #[serde(default)]
     retry_max_backoff: Option<String>,
+    /// The address people reach elevate at (`https://elevate.example.com`):
+    /// sign-in redirects come back to it, and session cookies are marked
+    /// Secure when it is https. Defaults to `http://` + `listen`.
+    #[serde(default)]
+    public_url: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -88,6 +95,7 @@ impl Default for ServerSection {
             database: default_database(),
             max_body_bytes: default_body_limit(),
             retry_max_backoff: None,
+            public_url: None,
         }
     }
 }
@@ -113,6 +121,9 @@ struct UserEntry {
     /// `sha256:HEX` of each API token (see `elevate token new`).
     #[serde(default)]
     token_hashes: Vec<String>,
+    /// Attributes eligibility conditions may test (`department = "sre"`).
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +193,13 @@ struct EligibilityEntry {
     ticket_required: bool,
     #[serde(default)]
     break_glass: bool,
+    /// Activation needs a fresh multi-factor sign-in (`[oidc.step_up]`).
+    #[serde(default)]
+    step_up: bool,
+    /// Claim → allowed value(s): `{ department = "sre" }` or
+    /// `{ department = ["sre", "dba"] }`.
+    #[serde(default)]
+    conditions: BTreeMap<String, OneOrMany>,
     not_before: Option<toml::value::Datetime>,
     not_after: Option<toml::value::Datetime>,
 }
@@ -197,6 +215,51 @@ struct PolicyEntry {
     #[serde(default = "default_quorum")]
     quorum: u32,
     pending_timeout: Option<String>,
+    /// Approvers need a fresh multi-factor sign-in.
+    #[serde(default)]
+    step_up: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OidcSection {
+    /// The provider's issuer URL, exactly as its discovery document says.
+    issuer: String,
+    client_id: String,
+    client_secret: Option<String>,
+    client_secret_file: Option<String>,
+    client_secret_env: Option<String>,
+    /// Public client used by `elevate login` (loopback redirect + PKCE).
+    cli_client_id: Option<String>,
+    /// Further audiences accepted in bearer tokens (JWT access tokens).
+    #[serde(default)]
+    audiences: Vec<String>,
+    scopes: Option<Vec<String>>,
+    username_claim: Option<String>,
+    email_claim: Option<String>,
+    groups_claim: Option<String>,
+    #[serde(default)]
+    attribute_claims: Vec<String>,
+    clock_skew: Option<String>,
+    session_lifetime: Option<String>,
+    /// Shortest time between two JWKS fetches triggered by unknown keys.
+    jwks_refresh_interval: Option<String>,
+    step_up: Option<StepUpSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepUpSection {
+    acr_values: Option<Vec<String>>,
+    amr: Option<Vec<String>>,
+    max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +281,7 @@ struct ConfigFile {
     eligibilities: Vec<Spanned<EligibilityEntry>>,
     #[serde(default)]
     approval_policies: Vec<Spanned<PolicyEntry>>,
+    oidc: Option<Spanned<OidcSection>>,
 }
 
 /// A local user and the hashes of their API tokens.
@@ -241,6 +305,9 @@ pub struct Settings {
     pub database: String,
     pub max_body_bytes: usize,
     pub retry_max_backoff: Span,
+    /// Base URL without a trailing slash; `None`: `http://` + the address
+    /// elevate listens on.
+    pub public_url: Option<String>,
 }
 
 /// An eligibility whose validity window may still depend on when it was
@@ -255,6 +322,7 @@ struct EligibilityDraft {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub settings: Settings,
+    pub oidc: Option<OidcSettings>,
     pub users: Vec<LocalUser>,
     pub connections: BTreeMap<Name, TargetConnection>,
     pub warnings: Vec<Problem>,
@@ -264,6 +332,7 @@ pub struct Config {
     admins: Vec<Subject>,
     auditors: Vec<Subject>,
     limits: Limits,
+    step_up: StepUpRule,
 }
 
 /// Eligibilities without `not_after` last this long from first sight.
@@ -301,6 +370,7 @@ impl Config {
             admins: self.admins.clone(),
             auditors: self.auditors.clone(),
             limits: self.limits.clone(),
+            step_up: self.step_up.clone(),
             index: Default::default(),
         }
     }
@@ -335,6 +405,7 @@ impl Config {
             }]
         })?;
         let mut checker = Checker {
+            directory_complete: true,
             line_starts: std::iter::once(0)
                 .chain(text.match_indices('\n').map(|(i, _)| i + 1))
                 .collect(),
@@ -352,6 +423,16 @@ impl Config {
         config.warnings = warnings;
         Ok(config)
     }
+}
+
+fn is_loopback(u: &reqwest::Url) -> bool {
+    let host = u.host_str().unwrap_or_default();
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 /// How many configured users could approve under `approvers`, counting a
@@ -379,6 +460,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 struct Checker {
+    /// Every user and group is listed in the config (no identity
+    /// provider), so naming an unknown one is worth a warning.
+    directory_complete: bool,
     /// Byte offset where each line starts: spans become line numbers by
     /// binary search, not by rescanning the text for every entry.
     line_starts: Vec<usize>,
@@ -518,6 +602,12 @@ impl Checker {
         let settings = self.settings(&file.server);
         let limits = self.limits(&file.limits);
         let users = self.users(&file.users);
+        let (oidc, step_up) = match &file.oidc {
+            Some(section) => self.oidc(section, base),
+            None => (None, StepUpRule::default()),
+        };
+        // Users and groups from an identity provider are not listed here.
+        self.directory_complete = file.oidc.is_none();
         let known_users: BTreeSet<UserName> =
             users.iter().map(|u| u.principal.name.clone()).collect();
         let known_groups: BTreeSet<GroupName> = users
@@ -614,6 +704,14 @@ impl Checker {
                     self.error(line, format!("{loc}not_after"), "must be after not_before");
                 }
             }
+            if e.step_up && file.oidc.is_none() {
+                self.error(
+                    line,
+                    format!("{loc}step_up"),
+                    "needs an [oidc] section: only a sign-in through the identity provider can prove a fresh multi-factor authentication",
+                );
+            }
+            let conditions = self.conditions(line, &loc, &e.conditions);
             let (Some(target_name), Some(max_duration)) = (target_name, max_duration) else {
                 continue;
             };
@@ -628,6 +726,8 @@ impl Checker {
                     approval_required: e.approval_required,
                     ticket_required: e.ticket_required,
                     break_glass: e.break_glass,
+                    step_up: e.step_up,
+                    conditions,
                     not_before,
                     // Filled in by `Config::catalog`.
                     not_after: not_after.unwrap_or_default(),
@@ -682,7 +782,7 @@ impl Checker {
                 self.error(line, format!("{loc}quorum"), "must be at least 1");
             }
             let possible = possible_approvers(&approvers, &known_users, &members);
-            if !users.is_empty() && (p.quorum as usize) > possible {
+            if self.directory_complete && !users.is_empty() && (p.quorum as usize) > possible {
                 self.warn(
                     line,
                     format!("{loc}quorum"),
@@ -696,6 +796,13 @@ impl Checker {
                 Some(raw) => self.span(line, &loc, "pending_timeout", raw),
                 None => Some(limits.default_pending_timeout),
             };
+            if p.step_up && file.oidc.is_none() {
+                self.error(
+                    line,
+                    format!("{loc}step_up"),
+                    "needs an [oidc] section: only a sign-in through the identity provider can prove a fresh multi-factor authentication",
+                );
+            }
             let (Some(target_name), Some(pending_timeout)) = (target_name, pending_timeout) else {
                 continue;
             };
@@ -707,11 +814,13 @@ impl Checker {
                 approvers,
                 quorum: p.quorum.max(1),
                 pending_timeout,
+                step_up: p.step_up,
             });
         }
 
         let config = Config {
             settings: settings?,
+            oidc,
             users,
             connections,
             warnings: Vec::new(),
@@ -721,6 +830,7 @@ impl Checker {
             admins,
             auditors,
             limits,
+            step_up,
         };
         self.check_approvability(&config);
         Some(config)
@@ -764,6 +874,9 @@ impl Checker {
         users: &BTreeSet<UserName>,
         groups: &BTreeSet<GroupName>,
     ) {
+        if !self.directory_complete {
+            return;
+        }
         for s in subjects {
             match s {
                 Subject::User(u) if !users.contains(u) => self.warn(
@@ -863,11 +976,34 @@ impl Checker {
             Some(raw) => self.span(None, "server.", "retry_max_backoff", raw),
             None => Some(Span::from_secs(60)),
         };
+        let listen = listen?;
+        let public_url = match &s.public_url {
+            Some(raw) => {
+                let trimmed = raw.trim_end_matches('/');
+                match reqwest::Url::parse(trimmed) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        Some(trimmed.to_owned())
+                    }
+                    _ => {
+                        self.error(
+                            None,
+                            "server.public_url",
+                            format!(
+                                "\"{raw}\" is not an http(s) URL like https://elevate.example.com"
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
         Some(Settings {
-            listen: listen?,
+            listen,
             database: s.database.clone(),
             max_body_bytes: s.max_body_bytes,
             retry_max_backoff: backoff?,
+            public_url,
         })
     }
 
@@ -962,6 +1098,7 @@ impl Checker {
                     ),
                 }
             }
+            principal.attributes = u.attributes.clone();
             out.push(LocalUser {
                 principal,
                 token_digests,
@@ -1132,6 +1269,209 @@ impl Checker {
         (targets, connections)
     }
 
+    /// A secret given inline, in a file or in an environment variable
+    /// (`NAME`, `NAME_file`, `NAME_env`): `Some(None)` when none is given,
+    /// `None` after reporting an error.
+    fn secret(
+        &mut self,
+        line: Option<usize>,
+        prefix: &str,
+        name: &str,
+        [inline, file, env]: [&Option<String>; 3],
+        base: Option<&Path>,
+    ) -> Option<Option<String>> {
+        let given = [inline, file, env].iter().filter(|s| s.is_some()).count();
+        if given > 1 {
+            self.error(
+                line,
+                format!("{prefix}{name}"),
+                format!("give only one of {name}, {name}_file, {name}_env"),
+            );
+            return None;
+        }
+        if let Some(p) = inline {
+            self.warn(line, format!("{prefix}{name}"), format!("an inline secret is readable by anyone who can read the config; prefer {name}_file or {name}_env"));
+            Some(Some(p.clone()))
+        } else if let Some(f) = file {
+            let path = base.map_or_else(|| Path::new(f).to_path_buf(), |b| b.join(f));
+            match std::fs::read_to_string(&path) {
+                Ok(s) => Some(Some(s.trim_end_matches(['\n', '\r']).to_owned())),
+                Err(e) => {
+                    self.error(
+                        line,
+                        format!("{prefix}{name}_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        } else if let Some(var) = env {
+            match std::env::var(var) {
+                Ok(v) => Some(Some(v)),
+                Err(_) => {
+                    self.error(
+                        line,
+                        format!("{prefix}{name}_env"),
+                        format!("environment variable {var} is not set"),
+                    );
+                    None
+                }
+            }
+        } else {
+            Some(None)
+        }
+    }
+
+    fn conditions(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        raw: &BTreeMap<String, OneOrMany>,
+    ) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out = BTreeMap::new();
+        for (claim, values) in raw {
+            let values: BTreeSet<String> = match values {
+                OneOrMany::One(v) => [v.clone()].into_iter().collect(),
+                OneOrMany::Many(v) => v.iter().cloned().collect(),
+            };
+            if claim.is_empty() || values.is_empty() {
+                self.error(
+                    line,
+                    format!("{loc}conditions"),
+                    format!("\"{claim}\" must name a claim and at least one value"),
+                );
+                continue;
+            }
+            out.insert(claim.clone(), values);
+        }
+        out
+    }
+
+    fn oidc(
+        &mut self,
+        section: &Spanned<OidcSection>,
+        base: Option<&Path>,
+    ) -> (Option<OidcSettings>, StepUpRule) {
+        let line = self.line_of(section);
+        let o = section.get_ref();
+        let loc = "oidc.";
+        let mut ok = true;
+        let issuer = o.issuer.trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&issuer) {
+            Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {}
+            Ok(_) => {
+                ok = false;
+                self.error(
+                    line,
+                    format!("{loc}issuer"),
+                    "must be an https URL (plain http only on a loopback address, for tests)",
+                );
+            }
+            Err(e) => {
+                ok = false;
+                self.error(
+                    line,
+                    format!("{loc}issuer"),
+                    format!("\"{}\" is not a URL: {e}", o.issuer),
+                );
+            }
+        }
+        if o.client_id.trim().is_empty() {
+            ok = false;
+            self.error(line, format!("{loc}client_id"), "must not be empty");
+        }
+        let secret = self.secret(
+            line,
+            loc,
+            "client_secret",
+            [
+                &o.client_secret,
+                &o.client_secret_file,
+                &o.client_secret_env,
+            ],
+            base,
+        );
+        let secret = match secret {
+            Some(s) => s,
+            None => {
+                ok = false;
+                None
+            }
+        };
+        let mut span = |field: &'static str, raw: &Option<String>, default: u64, max: u64| -> u64 {
+            match raw {
+                None => default,
+                Some(r) => match self.span(line, loc, field, r) {
+                    Some(s) if s.secs() <= max => s.secs(),
+                    Some(_) => {
+                        self.error(
+                            line,
+                            format!("{loc}{field}"),
+                            format!("must be at most {}", Span::from_secs(max)),
+                        );
+                        default
+                    }
+                    None => default,
+                },
+            }
+        };
+        let clock_skew = span("clock_skew", &o.clock_skew, 60, 300);
+        let session_lifetime = span(
+            "session_lifetime",
+            &o.session_lifetime,
+            8 * 3600,
+            7 * 86_400,
+        );
+        let jwks_refresh = span("jwks_refresh_interval", &o.jwks_refresh_interval, 10, 3600);
+        let step = o.step_up.as_ref();
+        let mut rule = StepUpRule::default();
+        if let Some(v) = step.and_then(|s| s.acr_values.clone()) {
+            rule.acr_values = v;
+        }
+        if let Some(v) = step.and_then(|s| s.amr.clone()) {
+            rule.amr = v;
+        }
+        if let Some(raw) = step.and_then(|s| s.max_age.as_deref()) {
+            if let Some(s) = self.span(line, "oidc.step_up.", "max_age", raw) {
+                rule.max_age = s;
+            }
+        }
+        if rule.acr_values.is_empty() && rule.amr.is_empty() {
+            self.error(
+                line,
+                "oidc.step_up",
+                "names neither acr_values nor amr: nothing could count as a strong sign-in",
+            );
+        }
+        let scopes = o.scopes.clone().unwrap_or_else(|| {
+            ["openid", "profile", "email", "groups"]
+                .map(String::from)
+                .to_vec()
+        });
+        if !scopes.iter().any(|s| s == "openid") {
+            self.error(line, format!("{loc}scopes"), "must include \"openid\"");
+        }
+        let settings = OidcSettings {
+            issuer,
+            client_id: o.client_id.clone(),
+            client_secret: secret,
+            cli_client_id: o.cli_client_id.clone(),
+            audiences: o.audiences.clone(),
+            scopes,
+            username_claim: o
+                .username_claim
+                .clone()
+                .unwrap_or_else(|| "preferred_username".into()),
+            email_claim: o.email_claim.clone().unwrap_or_else(|| "email".into()),
+            groups_claim: o.groups_claim.clone().unwrap_or_else(|| "groups".into()),
+            attribute_claims: o.attribute_claims.clone(),
+            clock_skew: std::time::Duration::from_secs(clock_skew),
+            session_lifetime: std::time::Duration::from_secs(session_lifetime),
+            jwks_refresh_interval: std::time::Duration::from_secs(jwks_refresh),
+        };
+        (ok.then_some(settings), rule)
+    }
+
     fn postgres(
         &mut self,
         line: Option<usize>,
@@ -1140,50 +1480,13 @@ impl Checker {
         roles: &BTreeSet<Name>,
         base: Option<&Path>,
     ) -> Option<PostgresConfig> {
-        let sources = [
-            pg.password.is_some(),
-            pg.password_file.is_some(),
-            pg.password_env.is_some(),
-        ];
-        if sources.iter().filter(|s| **s).count() > 1 {
-            self.error(
-                line,
-                format!("{loc}postgres"),
-                "give only one of password, password_file, password_env",
-            );
-            return None;
-        }
-        let password = if let Some(p) = &pg.password {
-            self.warn(line, format!("{loc}postgres.password"), "an inline password is readable by anyone who can read the config; prefer password_file or password_env");
-            Some(p.clone())
-        } else if let Some(f) = &pg.password_file {
-            let path = base.map_or_else(|| Path::new(f).to_path_buf(), |b| b.join(f));
-            match std::fs::read_to_string(&path) {
-                Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
-                Err(e) => {
-                    self.error(
-                        line,
-                        format!("{loc}postgres.password_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    );
-                    return None;
-                }
-            }
-        } else if let Some(var) = &pg.password_env {
-            match std::env::var(var) {
-                Ok(v) => Some(v),
-                Err(_) => {
-                    self.error(
-                        line,
-                        format!("{loc}postgres.password_env"),
-                        format!("environment variable {var} is not set"),
-                    );
-                    return None;
-                }
-            }
-        } else {
-            None
-        };
+        let password = self.secret(
+            line,
+            &format!("{loc}postgres."),
+            "password",
+            [&pg.password, &pg.password_file, &pg.password_env],
+            base,
+        )?;
         let timeout = match &pg.connect_timeout {
             Some(raw) => {
                 let t = self.span(line, loc, "connect_timeout", raw)?.secs();

@@ -48,6 +48,10 @@ pub struct Broker {
     pub store: Store,
     pub catalog: Arc<Catalog>,
     pub directory: Directory,
+    /// The identity provider, when one is configured.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// Where people reach elevate (for redirects and cookie flags).
+    pub public_url: String,
     pub providers: BTreeMap<Name, Arc<dyn Provider>>,
     pub metrics: Arc<Metrics>,
     /// Wakes the scheduler when a deadline earlier than the one it sleeps
@@ -83,12 +87,12 @@ impl Broker {
             .ok_or_else(|| ApiError::Domain(DomainError::UnknownTarget(target.to_string())))
     }
 
-    fn grant_spec(&self, r: &Request) -> GrantSpec {
+    async fn grant_spec(&self, r: &Request) -> Result<GrantSpec, ApiError> {
         let email = self
-            .directory
-            .get(&r.requester)
+            .person(&r.requester)
+            .await?
             .and_then(|p| p.email.as_ref().map(|e| e.as_str().to_owned()));
-        GrantSpec {
+        Ok(GrantSpec {
             request_id: r.id.to_string(),
             target: r.target.to_string(),
             resource: r.resource.to_string(),
@@ -96,7 +100,7 @@ impl Broker {
             user: r.requester.to_string(),
             email,
             account: None,
-        }
+        })
     }
 
     /// Stores a transition: the request, its audit event and its jobs.
@@ -199,6 +203,7 @@ impl Broker {
                 duration,
                 has_ticket: ticket.is_some(),
                 break_glass: input.break_glass,
+                check_step_up: true,
             },
             now,
         )?;
@@ -234,7 +239,11 @@ impl Broker {
             break_glass: input.break_glass,
         };
         let change = Request::create(new, who, &eligibility.id, approval, now)?;
-        let spec = self.grant_spec(&change.request);
+        let mut spec = self.grant_spec(&change.request).await?;
+        // The caller is here: their e-mail is the freshest there is.
+        if let Some(e) = &who.email {
+            spec.email = Some(e.as_str().to_owned());
+        }
         let key = provider.grant_key(&spec);
         let mut tx = self.store.begin().await?;
         self.persist(&mut tx, &change, &key, now).await?;
@@ -253,13 +262,26 @@ impl Broker {
     /// Whether the requester of `r` may still hold what it grants, at
     /// `now`: still a known user, still eligible for this duration, and the
     /// window ends before the eligibility does. The error says why not.
-    fn still_eligible(&self, r: &Request, now: Timestamp) -> Result<(), String> {
-        let Some(requester) = self.directory.get(&r.requester) else {
-            return Err(format!(
+    async fn still_eligible(
+        &self,
+        r: &Request,
+        now: Timestamp,
+    ) -> Result<Result<(), String>, ApiError> {
+        let Some(requester) = self.person(&r.requester).await? else {
+            return Ok(Err(format!(
                 "the requester \"{}\" is no longer a user",
                 r.requester
-            ));
+            )));
         };
+        Ok(self.still_eligible_as(&requester, r, now))
+    }
+
+    fn still_eligible_as(
+        &self,
+        requester: &Principal,
+        r: &Request,
+        now: Timestamp,
+    ) -> Result<(), String> {
         let permit = self
             .catalog
             .permit(
@@ -271,6 +293,8 @@ impl Broker {
                     duration: r.duration,
                     has_ticket: r.ticket.is_some(),
                     break_glass: false,
+                    // The sign-in was checked when the request was made.
+                    check_step_up: false,
                 },
                 now,
             )
@@ -331,6 +355,10 @@ impl Broker {
             .catalog
             .approval_requirement(&r.target, &r.resource, &r.role)
             .ok_or(DomainError::NotApprover)?;
+        // Only an approver in scope learns that a step-up is needed.
+        if requirement.step_up && requirement.allows(who) && r.requester != who.name {
+            self.catalog.step_up.check(who.auth.as_ref(), now)?;
+        }
         let mut change = stored
             .request
             .clone()
@@ -343,7 +371,7 @@ impl Broker {
             State::Approved { .. } | State::Scheduled { .. } | State::Extended { .. }
         );
         if granted {
-            if let Err(why) = self.still_eligible(&change.request, now) {
+            if let Err(why) = self.still_eligible(&change.request, now).await? {
                 change = stored.request.clone().cancel_by_system(&why, now)?;
             }
         }
@@ -480,6 +508,7 @@ impl Broker {
                 duration,
                 has_ticket: ticket.is_some(),
                 break_glass: false,
+                check_step_up: true,
             },
             now,
         )?;
@@ -564,9 +593,14 @@ impl Broker {
                 // eligible then.
                 let starting = matches!(&stored.request.state,
                     State::Scheduled { window } if window.starts_at <= at && at < window.ends_at);
-                let change = match starting.then(|| self.still_eligible(&stored.request, at)) {
-                    Some(Err(why)) => Some(stored.request.cancel_by_system(&why, at)?),
-                    _ => stored.request.on_deadline(at),
+                let verdict = if starting {
+                    self.still_eligible(&stored.request, at).await?
+                } else {
+                    Ok(())
+                };
+                let change = match verdict {
+                    Err(why) => Some(stored.request.cancel_by_system(&why, at)?),
+                    Ok(()) => stored.request.on_deadline(at),
                 };
                 let Some(change) = change else {
                     continue;
@@ -674,7 +708,13 @@ impl Broker {
             ));
             return Outcome { job, result };
         };
-        let mut spec = self.grant_spec(&stored.request);
+        let mut spec = match self.grant_spec(&stored.request).await {
+            Ok(spec) => spec,
+            Err(e) => {
+                let result = Done::Retry(format!("cannot look up the requester: {e}"));
+                return Outcome { job, result };
+            }
+        };
         // The account recorded when the request was made, not today's
         // mapping: a removal must reach whoever was given the role.
         spec.account = stored.account.clone();

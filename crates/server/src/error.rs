@@ -51,6 +51,9 @@ impl ApiError {
                 | DomainError::NotApprover
                 | DomainError::NotRequester
                 | DomainError::Forbidden => StatusCode::FORBIDDEN,
+                // RFC 9470: the credential is fine, the authentication
+                // behind it is not strong or recent enough.
+                DomainError::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
                 DomainError::AlreadyApproved
                 | DomainError::InvalidState { .. }
                 | DomainError::ExtensionPending(_)
@@ -114,6 +117,35 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = %self.log_text(), "request failed");
+        }
+        if let ApiError::Domain(DomainError::StepUpRequired {
+            reason,
+            acr_values,
+            max_age_secs,
+        }) = &self
+        {
+            let mut challenge = format!(
+                "Bearer error=\"insufficient_user_authentication\", error_description=\"{}\", max_age={max_age_secs}",
+                reason.replace(['"', '\\'], "'")
+            );
+            if !acr_values.is_empty() {
+                challenge.push_str(&format!(", acr_values=\"{acr_values}\""));
+            }
+            let body = json!({
+                "code": self.code(),
+                "message": self.message(),
+                "step_up": {
+                    "acr_values": acr_values,
+                    "max_age": max_age_secs,
+                    "login_url": "/auth/login?step_up=1",
+                },
+            });
+            let mut resp = (status, Json(body)).into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&challenge) {
+                resp.headers_mut()
+                    .insert(axum::http::header::WWW_AUTHENTICATE, v);
+            }
+            return resp;
         }
         (
             status,

@@ -15,8 +15,11 @@ pub mod config;
 pub mod dev;
 pub mod engine;
 pub mod error;
+pub mod identity;
 pub mod metrics;
+pub mod oidc;
 pub mod openapi;
+pub mod web_auth;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -95,6 +98,21 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
         .into_iter()
         .collect();
     let catalog = Arc::new(config.catalog(&first_seen, now));
+    let oidc = match &config.oidc {
+        Some(settings) => {
+            let oidc = oidc::Oidc::new(settings.clone()).map_err(anyhow::Error::msg)?;
+            // A provider that is down must not keep elevate from revoking
+            // grants: start anyway, say why loudly, and discover on first
+            // use (or in the background, see `start`).
+            if let Err(e) = oidc.discover().await {
+                tracing::error!(issuer = %settings.issuer, error = %e, "identity provider not usable; sign-ins fail until it is");
+            } else if let Err(e) = oidc.probe_client().await {
+                tracing::error!(issuer = %settings.issuer, error = %e, "identity provider refuses elevate's client");
+            }
+            Some(Arc::new(oidc))
+        }
+        None => None,
+    };
     let mut providers: BTreeMap<_, Arc<dyn Provider>> = BTreeMap::new();
     for (id, connection) in &config.connections {
         let provider: Arc<dyn Provider> = match connection {
@@ -110,6 +128,12 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
         store,
         catalog,
         directory: Directory::new(config.users.clone()),
+        oidc,
+        public_url: config
+            .settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.settings.listen)),
         providers,
         metrics: Arc::new(Metrics::default()),
         scheduler_wake: Notify::new(),
@@ -119,8 +143,7 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
 }
 
 /// Starts elevate on `listener` (or on the configured address).
-pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Running> {
-    let broker = Arc::new(build_broker(&config).await?);
+pub async fn start(mut config: Config, listener: Option<TcpListener>) -> anyhow::Result<Running> {
     let listener = match listener {
         Some(l) => l,
         None => TcpListener::bind(config.settings.listen)
@@ -128,6 +151,11 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Res
             .with_context(|| format!("cannot listen on {}", config.settings.listen))?,
     };
     let addr = listener.local_addr()?;
+    // Sign-in redirects need the address really bound (port 0 in tests).
+    if config.settings.public_url.is_none() {
+        config.settings.public_url = Some(format!("http://{addr}"));
+    }
+    let broker = Arc::new(build_broker(&config).await?);
     let (stop, rx) = watch::channel(false);
     let shutdown = Shutdown(rx);
     let mut tasks = JoinSet::new();

@@ -39,7 +39,14 @@ enum Command {
         database: Option<String>,
     },
     /// Check a config file and report every problem with its location.
-    CheckConfig { file: PathBuf },
+    /// With an [oidc] section, also checks that the identity provider is
+    /// reachable and accepts elevate's client credentials.
+    CheckConfig {
+        file: PathBuf,
+        /// Skip the checks that need the network (identity provider).
+        #[arg(long)]
+        offline: bool,
+    },
     /// API tokens for local users.
     Token {
         #[command(subcommand)]
@@ -156,11 +163,52 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
+/// Discovery, keys and client credentials of the configured provider.
+fn check_identity_provider(label: &str, settings: &elevate::oidc::OidcSettings) -> bool {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{label}: cannot start the network checks: {e}");
+            return false;
+        }
+    };
+    runtime.block_on(async {
+        let oidc = match elevate::oidc::Oidc::new(settings.clone()) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("{label}: error: oidc: {e}");
+                return false;
+            }
+        };
+        if let Err(e) = oidc.discover().await {
+            eprintln!("{label}: error: oidc.issuer: {e}");
+            return false;
+        }
+        if let Err(e) = oidc.probe_client().await {
+            eprintln!("{label}: error: oidc.client_secret: {e}");
+            return false;
+        }
+        println!(
+            "{label}: identity provider {} reachable; client credentials accepted",
+            settings.issuer
+        );
+        true
+    })
+}
+
+fn check_config(file: &std::path::Path, offline: bool) -> ExitCode {
     let label = file.display().to_string();
     match Config::load_file(file) {
         Ok(config) => {
             print_problems(&label, &config.warnings);
+            if let (Some(oidc), false) = (&config.oidc, offline) {
+                if !check_identity_provider(&label, oidc) {
+                    return ExitCode::FAILURE;
+                }
+            }
             println!(
                 "{label}: OK ({} users, {} targets, {} eligibilities, {} warning(s))",
                 config.users.len(),
@@ -184,7 +232,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, offline } => check_config(&file, offline),
         Command::Token {
             command: TokenCommand::New,
         } => {

@@ -17,6 +17,7 @@
 //! reads the same in SQLite and PostgreSQL.
 
 pub mod audit;
+pub mod identity;
 mod schema;
 
 use std::str::FromStr;
@@ -32,6 +33,7 @@ use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use audit::{AuditFilter, AuditRecord, Verification};
+pub use identity::{Binding, Identity, SessionRow};
 pub use schema::CURRENT as SCHEMA_VERSION;
 
 #[derive(Debug, thiserror::Error)]

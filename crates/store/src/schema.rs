@@ -83,6 +83,30 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX requests_holder ON requests(requester, target, resource, role, state);",
     // 3: the target account a grant was given to, fixed when it was made.
     "ALTER TABLE requests ADD COLUMN account TEXT;",
+    // 4: identities from the identity provider, browser sessions, sign-ins
+    // in progress (see identity.rs).
+    "CREATE TABLE identities (
+        issuer     TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        user_name  TEXT NOT NULL UNIQUE,
+        profile    TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        PRIMARY KEY (issuer, subject)
+    );
+    CREATE TABLE sessions (
+        id_hash    TEXT PRIMARY KEY,
+        user_name  TEXT NOT NULL,
+        doc        TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_expiry ON sessions(expires_at);
+    CREATE TABLE login_flows (
+        state_hash TEXT PRIMARY KEY,
+        doc        TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
 ];
 
 pub async fn migrate(conn: &mut SqliteConnection) -> Result<()> {

@@ -3,6 +3,9 @@
 //! - [`free_port`]: a TCP port on 127.0.0.1 that nothing listens on right now.
 //! - [`PgCluster`]: a private PostgreSQL cluster in a temporary directory,
 //!   listening on 127.0.0.1 and a free port, removed when dropped.
+//! - [`oidc`]: a real OpenID Connect provider (`oidc-provider` on Node.js)
+//!   and a cookie-keeping [`oidc::Browser`] that signs users in without a
+//!   real browser.
 //!
 //! Needs PostgreSQL's server binaries (Debian: `apt-get install -y
 //! postgresql`, which puts them in `/usr/lib/postgresql/<major>/bin`; the
@@ -11,9 +14,9 @@
 //! run as root the cluster directory is handed to the `postgres` user and the
 //! server binaries run through `runuser -u postgres --`.
 //!
-//! Everything here is blocking `std::process` work, so it is usable from
-//! plain `#[test]`s and from `#[tokio::test]`s alike (a second or so per
-//! cluster).
+//! Starting and stopping peers is blocking `std::process` work, so it is
+//! usable from plain `#[test]`s and from `#[tokio::test]`s alike (a second or
+//! so per cluster); only the HTTP helpers in [`oidc`] are async.
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -22,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{anyhow, bail, Context};
+
+pub mod oidc;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago. Another process may
 /// take it before the caller binds it; callers that can, retry.

@@ -15,6 +15,13 @@ use crate::common::{dry_run_config, Setup, TestApp};
 const API_SOURCE: &str = include_str!("../../src/api.rs");
 const ERROR_SOURCE: &str = include_str!("../../src/error.rs");
 const DOMAIN_ERROR_SOURCE: &str = include_str!("../../../core/src/error.rs");
+/// Token refusals (`TokenError::code`).
+const OIDC_SOURCE: &str = include_str!("../../src/oidc.rs");
+/// Where callers are authenticated outside api.rs.
+const AUTH_SOURCES: [&str; 2] = [
+    include_str!("../../src/identity.rs"),
+    include_str!("../../src/web_auth.rs"),
+];
 const DOCUMENT: &str = include_str!("../../src/openapi.json");
 
 const HTTP_METHODS: [&str; 8] = [
@@ -273,6 +280,7 @@ async fn the_openapi_document_is_served_and_describes_every_route() -> Result<()
         "GET /readyz",
         "GET /metrics",
         "GET /api/v1/openapi.json",
+        "GET /api/v1/auth/config",
     ]
     .into_iter()
     .collect();
@@ -327,11 +335,12 @@ async fn the_openapi_document_is_served_and_describes_every_route() -> Result<()
     Ok(())
 }
 
-/// The codes the source can produce: `DomainError::code`, `ApiError::code`
-/// and every `ApiError::client(STATUS, "code", ...)` in api.rs.
+/// The codes the source can produce: `DomainError::code`, `ApiError::code`,
+/// `TokenError::code` and every `ApiError::client(STATUS, "code", ...)` in
+/// api.rs, identity.rs and web_auth.rs.
 fn produced_codes() -> Result<BTreeSet<String>> {
     let mut codes = BTreeSet::new();
-    for source in [DOMAIN_ERROR_SOURCE, ERROR_SOURCE] {
+    for source in [DOMAIN_ERROR_SOURCE, ERROR_SOURCE, OIDC_SOURCE] {
         let start = source.find("fn code(").context("no fn code(")?;
         let body = &source[start..];
         let body = &body[..body.find("\n    }\n").context("end of fn code")?];
@@ -339,7 +348,10 @@ fn produced_codes() -> Result<BTreeSet<String>> {
             codes.insert(piece[..piece.find('"').context("literal")?].to_owned());
         }
     }
-    for piece in API_SOURCE.split("ApiError::client(").skip(1) {
+    for piece in std::iter::once(API_SOURCE)
+        .chain(AUTH_SOURCES)
+        .flat_map(|source| source.split("ApiError::client(").skip(1))
+    {
         codes.insert(
             first_literal(piece)
                 .context("client error without code")?
@@ -362,7 +374,14 @@ async fn every_documented_error_code_is_a_real_code() -> Result<()> {
         .await?;
     ensure!(status == StatusCode::OK, "{status} {doc}");
 
-    let sources = [API_SOURCE, ERROR_SOURCE, DOMAIN_ERROR_SOURCE];
+    let sources = [
+        API_SOURCE,
+        ERROR_SOURCE,
+        DOMAIN_ERROR_SOURCE,
+        OIDC_SOURCE,
+        AUTH_SOURCES[0],
+        AUTH_SOURCES[1],
+    ];
     let mut documented: BTreeSet<String> = strings(&doc["x-error-codes"]).into_iter().collect();
     ensure!(
         !documented.is_empty(),

@@ -203,6 +203,21 @@ impl TestApp {
         })
     }
 
+    /// Starts elevate in-process on `listener` (bound by the caller, so
+    /// its address can be given to a peer first).
+    pub async fn start_on(config_text: &str, listener: tokio::net::TcpListener) -> Result<TestApp> {
+        let config = Config::parse(config_text, None)
+            .map_err(|p| anyhow::anyhow!("test config invalid: {p:?}"))?;
+        let db_path = PathBuf::from(config.settings.database.trim_start_matches("sqlite://"));
+        let running = elevate::start(config, Some(listener)).await?;
+        Ok(TestApp {
+            url: format!("http://{}", running.addr),
+            db_path,
+            _running: Some(running),
+            http: reqwest::Client::new(),
+        })
+    }
+
     /// A client for an elevate running elsewhere (a child process).
     pub fn external(url: &str, db_path: PathBuf) -> TestApp {
         TestApp {

@@ -3,6 +3,7 @@
 //! killed) and, where it needs one, its own real PostgreSQL cluster.
 
 mod common;
+mod oidc_common;
 
 mod audit;
 mod bad_input;
@@ -14,5 +15,8 @@ mod dev_mode;
 mod escalation;
 mod lifecycle;
 mod load;
+mod oidc_cli;
+mod oidc_tokens;
+mod oidc_web;
 mod openapi;
 mod provider_failure;

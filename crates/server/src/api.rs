@@ -879,7 +879,9 @@ async fn check(
                     "only admins and auditors may check another user",
                 ));
             }
-            b.directory.get(&name).cloned().ok_or_else(|| {
+            // Configured users and people who signed in through the
+            // identity provider alike.
+            b.person(&name).await?.ok_or_else(|| {
                 ApiError::client(
                     StatusCode::NOT_FOUND,
                     "unknown_user",

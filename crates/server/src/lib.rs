@@ -79,6 +79,23 @@ impl Running {
     }
 }
 
+/// How long start-up waits for the identity provider's discovery and client
+/// check before going on without them. Long enough for a healthy provider
+/// (so sign-ins right after start find it discovered), short enough that a
+/// provider that does not answer delays revocations only a little.
+const STARTUP_PROVIDER_WAIT: Duration = Duration::from_secs(3);
+
+/// Discovery and the client-credentials probe, logged: what start-up
+/// learns about the identity provider.
+async fn check_identity_provider(oidc: Arc<oidc::Oidc>) {
+    let issuer = oidc.settings.issuer.clone();
+    if let Err(e) = oidc.discover().await {
+        tracing::error!(%issuer, error = %e, "identity provider not usable; sign-ins fail until it is");
+    } else if let Err(e) = oidc.probe_client().await {
+        tracing::error!(%issuer, error = %e, "identity provider refuses elevate's client");
+    }
+}
+
 /// Builds the broker from a checked config: opens the store, resolves
 /// eligibility validity, creates one provider per target.
 pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
@@ -100,16 +117,25 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
     let catalog = Arc::new(config.catalog(&first_seen, now));
     let oidc = match &config.oidc {
         Some(settings) => {
-            let oidc = oidc::Oidc::new(settings.clone()).map_err(anyhow::Error::msg)?;
+            let oidc = Arc::new(oidc::Oidc::new(settings.clone()).map_err(anyhow::Error::msg)?);
             // A provider that is down must not keep elevate from revoking
-            // grants: start anyway, say why loudly, and discover on first
-            // use (or in the background, see `start`).
-            if let Err(e) = oidc.discover().await {
-                tracing::error!(issuer = %settings.issuer, error = %e, "identity provider not usable; sign-ins fail until it is");
-            } else if let Err(e) = oidc.probe_client().await {
-                tracing::error!(issuer = %settings.issuer, error = %e, "identity provider refuses elevate's client");
+            // grants: start anyway, say why loudly, and discover again on
+            // first use (a sign-in or a bearer token). One that does not
+            // answer at all would hold the start for a timeout per call
+            // (discovery, keys, probe), so the check is waited for only
+            // briefly and finishes, and logs, in the background.
+            let check = tokio::spawn(check_identity_provider(oidc.clone()));
+            if tokio::time::timeout(STARTUP_PROVIDER_WAIT, check)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    issuer = %settings.issuer,
+                    "identity provider has not answered within {}s; starting without waiting for it",
+                    STARTUP_PROVIDER_WAIT.as_secs()
+                );
             }
-            Some(Arc::new(oidc))
+            Some(oidc)
         }
         None => None,
     };

@@ -135,10 +135,19 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// Only paths on this site: a sign-in must not bounce the browser to
-/// another one (open redirect).
+/// another one (open redirect). Only visible ASCII: browsers drop tabs and
+/// newlines from a URL (WHATWG URL), so "/\t/evil.example" would become
+/// "//evil.example"; and a header value cannot carry other characters.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -287,12 +296,38 @@ async fn callback(
         return failed(StatusCode::NOT_FOUND, "no identity provider is configured");
     };
     let pairs = query_pairs(q);
+    // The state must come back to the browser that started the sign-in:
+    // otherwise someone could sign a victim in as themselves.
+    let bound = param(&pairs, "state").is_some_and(|state| {
+        read_cookie(&headers, LOGIN_COOKIE)
+            .is_some_and(|c| bool::from(c.as_bytes().ct_eq(state.as_bytes())))
+    });
+    let not_bound = || {
+        failed(
+            StatusCode::BAD_REQUEST,
+            "this sign-in was not started in this browser (state mismatch); start again",
+        )
+    };
     if let Some(error) = param(&pairs, "error") {
+        // Only the answer to this browser's own sign-in is shown: otherwise
+        // anyone could put words on elevate's page with a crafted link.
+        if !bound {
+            return not_bound();
+        }
+        // That sign-in is over: drop it rather than leave it to expire.
+        if let Some(state) = param(&pairs, "state") {
+            if let Err(e) = b.store.take_login_flow(&hash(state), Utc::now()).await {
+                tracing::warn!(error = %e, "cannot drop a failed sign-in flow");
+            }
+        }
         let desc = param(&pairs, "error_description").unwrap_or("");
-        return failed(
+        let mut resp = failed(
             StatusCode::UNAUTHORIZED,
             &format!("the identity provider did not sign you in: {error} {desc}"),
         );
+        resp.headers_mut()
+            .append(header::SET_COOKIE, cookie(&b, LOGIN_COOKIE, "", "/auth", 0));
+        return resp;
     }
     let (Some(state), Some(code)) = (param(&pairs, "state"), param(&pairs, "code")) else {
         return failed(
@@ -300,15 +335,8 @@ async fn callback(
             "the sign-in answer lacks its code or state",
         );
     };
-    // The state must come back to the browser that started the sign-in:
-    // otherwise someone could sign a victim in as themselves.
-    let bound = read_cookie(&headers, LOGIN_COOKIE)
-        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(state.as_bytes())));
     if !bound {
-        return failed(
-            StatusCode::BAD_REQUEST,
-            "this sign-in was not started in this browser (state mismatch); start again",
-        );
+        return not_bound();
     }
     let now = Utc::now();
     let flow = match b.store.take_login_flow(&hash(state), now).await {
@@ -407,6 +435,13 @@ async fn callback(
         auth_time: auth.and_then(|a| a.auth_time).map(|t| t.timestamp()),
         csrf: random_token(),
     };
+    // A new sign-in in this browser (a step-up, another user) replaces the
+    // session it had: the old one must not stay usable until it expires.
+    if let Some(old) = read_cookie(&headers, session_cookie_name(&b)) {
+        if let Err(e) = b.store.delete_session(&hash(&old)).await {
+            tracing::warn!(error = %e, "cannot end the session a new sign-in replaces");
+        }
+    }
     let session_id = random_token();
     let lifetime = oidc.settings.session_lifetime.as_secs() as i64;
     let expires = now + chrono::Duration::seconds(lifetime);
@@ -580,7 +615,16 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/requests?x=1")), "/requests?x=1");
-        for bad in ["https://evil.example", "//evil.example", "/\\evil", "evil"] {
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil",
+            "evil",
+            // Browsers drop tabs and newlines: "//evil.example".
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/caf\u{e9}",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");

@@ -817,3 +817,45 @@ async fn session_cookies_are_http_only_lax_and_sign_out_needs_the_csrf_token() -
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_signed_out(&env, &browser, "after signing out").await
 }
+
+/// The `elevate_session` value a callback response sets.
+fn session_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("elevate_session="))
+        .and_then(|rest| rest.split(';').next())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sign_in_in_the_same_browser_ends_the_session_it_replaces() -> Result<()> {
+    let env = OidcEnv::start().await?;
+    let browser = elevate_testkit::oidc::Browser::new()?;
+    let first = env.callback_url(&browser, "alice", false).await?;
+    let resp = browser.get(&first).await?;
+    let old = session_cookie(&resp).ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    let with = |value: String| {
+        let url = format!("{}/api/v1/me", env.app.url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header(reqwest::header::COOKIE, format!("elevate_session={value}"))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    };
+    assert_eq!(with(old.clone()).await?, StatusCode::OK);
+
+    // A step-up sign-in in the same browser replaces the session.
+    let second = env.callback_url(&browser, "alice", true).await?;
+    let resp = browser.get(&second).await?;
+    let new = session_cookie(&resp).ok_or_else(|| anyhow::anyhow!("no new session cookie"))?;
+    assert_ne!(old, new);
+    assert_eq!(with(new).await?, StatusCode::OK);
+    assert_eq!(with(old).await?, StatusCode::UNAUTHORIZED);
+    Ok(())
+}

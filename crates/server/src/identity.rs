@@ -126,6 +126,24 @@ impl Broker {
                 format!("the token's user name cannot be used in elevate: {e}"),
             )
         })?;
+        let conflict = |name: &UserName| {
+            ApiError::client(
+                StatusCode::FORBIDDEN,
+                "identity_conflict",
+                format!(
+                    "the user name \"{name}\" already belongs to another account at the identity provider or in elevate's configuration; an administrator must resolve this"
+                ),
+            )
+        };
+        // A configured local user (API token) owns its name as surely as a
+        // bound subject does: sharing it would give this account the local
+        // user's requests and grants, and make later eligibility re-checks
+        // use the local user's groups. Checked on every sign-in, not only
+        // the first, because the local user may have been added since.
+        if self.directory.get(&name).is_some() {
+            tracing::warn!(user = %name, issuer, subject, "an identity claims the name of a configured local user");
+            return Err(conflict(&name));
+        }
         // Each part of the profile comes from the token when it says it,
         // else from what an earlier sign-in said (an access token may
         // carry no groups).
@@ -155,13 +173,7 @@ impl Broker {
             Binding::Bound { user_name } if user_name == name.as_str() => {}
             Binding::Bound { .. } | Binding::NameTaken { .. } => {
                 tracing::warn!(user = %name, issuer, subject, "a second identity claims a user name that is already bound");
-                return Err(ApiError::client(
-                    StatusCode::FORBIDDEN,
-                    "identity_conflict",
-                    format!(
-                        "the user name \"{name}\" already belongs to another account at the identity provider; an administrator must resolve this"
-                    ),
-                ));
+                return Err(conflict(&name));
             }
         }
         p.auth = Some(Authn {

@@ -168,6 +168,9 @@ pub struct Oidc {
     keys: RwLock<Option<Keys>>,
     /// One refresh at a time; others wait and reuse its result.
     refreshing: Mutex<()>,
+    /// The last failed discovery: callers that queued behind it share its
+    /// answer instead of each trying again.
+    discovery_failure: std::sync::Mutex<Option<(Instant, String)>>,
 }
 
 fn algorithm(name: &str) -> Option<Algorithm> {
@@ -274,6 +277,7 @@ impl Oidc {
             metadata: RwLock::new(None),
             keys: RwLock::new(None),
             refreshing: Mutex::new(()),
+            discovery_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -319,11 +323,37 @@ impl Oidc {
         self.metadata.read().await.is_some()
     }
 
+    /// Discovers the provider if that has not succeeded yet. While it is
+    /// down, one attempt runs at a time and everyone who waited for it gets
+    /// its answer: a burst of sign-ins or API calls costs the provider one
+    /// request, not one each.
+    async fn discover_once(&self) -> Result<(), TokenError> {
+        let asked = Instant::now();
+        let _one = self.refreshing.lock().await;
+        if self.is_discovered().await {
+            return Ok(());
+        }
+        let shared = self
+            .discovery_failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .filter(|(at, _)| *at >= asked);
+        if let Some((_, why)) = shared {
+            return Err(TokenError::Unavailable(why));
+        }
+        let result = self.discover().await;
+        if let (Err(why), Ok(mut failure)) = (&result, self.discovery_failure.lock()) {
+            *failure = Some((Instant::now(), why.clone()));
+        }
+        result.map_err(TokenError::Unavailable)
+    }
+
     pub async fn metadata(&self) -> Result<Metadata, TokenError> {
         if let Some(m) = self.metadata.read().await.clone() {
             return Ok(m);
         }
-        self.discover().await.map_err(TokenError::Unavailable)?;
+        self.discover_once().await?;
         self.metadata
             .read()
             .await
@@ -371,6 +401,9 @@ impl Oidc {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Vec<DecodingKey>, TokenError> {
+        if !self.is_discovered().await {
+            self.discover_once().await?;
+        }
         let lookup = |keys: &Keys| -> Option<Vec<DecodingKey>> {
             match kid {
                 Some(kid) => keys
@@ -394,6 +427,16 @@ impl Oidc {
             let guard = self.keys.read().await;
             match guard.as_ref() {
                 Some(keys) => {
+                    // A published key of another type than `alg` says: the
+                    // algorithm is wrong, not the key (and no refresh helps).
+                    if let Some((jwk, _)) = kid.and_then(|k| keys.by_kid.get(k)) {
+                        if !key_fits(jwk, alg) {
+                            return Err(TokenError::AlgNotAllowed(format!(
+                                "{alg:?} with key {}",
+                                kid.unwrap_or_default()
+                            )));
+                        }
+                    }
                     if let Some(found) = lookup(keys) {
                         return Ok(found);
                     }
@@ -415,9 +458,7 @@ impl Oidc {
             .as_ref()
             .is_some_and(|k| k.fetched.elapsed() < self.settings.jwks_refresh_interval);
         if !fresh_enough {
-            if !self.is_discovered().await {
-                self.discover().await.map_err(TokenError::Unavailable)?;
-            } else if let Err(e) = self.fetch_keys().await {
+            if let Err(e) = self.fetch_keys().await {
                 tracing::warn!(error = %e, "cannot refresh the identity provider's keys");
                 // Keep the old set, but do not hammer the provider.
                 if let Some(k) = self.keys.write().await.as_mut() {

@@ -190,17 +190,8 @@ pub struct TestApp {
 impl TestApp {
     /// Starts elevate in-process with `config_text` on a free port.
     pub async fn start(config_text: &str) -> Result<TestApp> {
-        let config = Config::parse(config_text, None)
-            .map_err(|p| anyhow::anyhow!("test config invalid: {p:?}"))?;
-        let db_path = PathBuf::from(config.settings.database.trim_start_matches("sqlite://"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let running = elevate::start(config, Some(listener)).await?;
-        Ok(TestApp {
-            url: format!("http://{}", running.addr),
-            db_path,
-            _running: Some(running),
-            http: reqwest::Client::new(),
-        })
+        Self::start_on(config_text, listener).await
     }
 
     /// Starts elevate in-process on `listener` (bound by the caller, so

@@ -115,6 +115,13 @@ impl OidcEnv {
 
     /// With `extra` TOML appended to the config.
     pub async fn start_with(extra: &str) -> Result<OidcEnv> {
+        let extra = extra.to_owned();
+        Self::start_editing(move |text| text.replace("{EXTRA}", &extra)).await
+    }
+
+    /// With the config text (holding an `{EXTRA}` marker where `extra`
+    /// goes) passed through `edit` first.
+    pub async fn start_editing(edit: impl FnOnce(String) -> String) -> Result<OidcEnv> {
         let dir = tempfile::tempdir()?;
         // Bound first: the provider must know elevate's callback address.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -131,8 +138,9 @@ impl OidcEnv {
             &dir.path().join("elevate.db"),
             &peer.issuer(),
             &secret,
-            extra,
+            "{EXTRA}",
         );
+        let text = edit(text).replace("{EXTRA}", "");
         let app = TestApp::start_on(&text, listener).await?;
         Ok(OidcEnv { peer, app, dir })
     }

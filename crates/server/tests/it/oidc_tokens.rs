@@ -8,15 +8,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use elevate_testkit::oidc::{base64url_encode, decode_jwt_unverified, Browser, OidcOptions};
-use elevate_testkit::oidc::{OidcPeer, OidcUser};
+use elevate_testkit::oidc::OidcUser;
+use elevate_testkit::oidc::{base64url_encode, decode_jwt_unverified, Browser};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
-use crate::common::TestApp;
-use crate::oidc_common::{config, read_prod, users, OidcEnv, API_AUDIENCE, WEB_CLIENT, WEB_SECRET};
+use crate::oidc_common::{read_prod, users, OidcEnv, API_AUDIENCE, WEB_CLIENT, WEB_SECRET};
 
 /// The tokens a relying party gets from a code exchange.
 struct Tokens {
@@ -553,29 +552,23 @@ async fn keys_rotated_at_the_provider_are_picked_up_for_sign_ins_and_bearer_toke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_flood_refetches_the_keys_at_most_once_per_interval() -> Result<()> {
     const INTERVAL: Duration = Duration::from_secs(4);
-    let dir = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let peer = OidcPeer::start(OidcOptions {
-        users: users(),
-        web_redirect_uris: vec![format!("http://{addr}/auth/callback")],
-        extra_claims: vec!["department".into()],
-        ..OidcOptions::default()
-    })?;
-    let secret = dir.path().join("client-secret");
-    std::fs::write(&secret, format!("{WEB_SECRET}\n"))?;
-    let text = config(&dir.path().join("elevate.db"), &peer.issuer(), &secret, "");
-    ensure!(text.contains("jwks_refresh_interval = \"1s\""), "{text}");
-    let text = text.replace(
-        "jwks_refresh_interval = \"1s\"",
-        &format!("jwks_refresh_interval = \"{}s\"", INTERVAL.as_secs()),
-    );
     // Every fetch of the keys happens after this instant, so a refusal
     // answered before `window_end` was decided inside the interval that
     // began with the last fetch.
     let started = Instant::now();
-    let app = TestApp::start_on(&text, listener).await?;
-    let env = OidcEnv { peer, app, dir };
+    let mut edited = false;
+    let env = OidcEnv::start_editing(|text| {
+        edited = text.contains("jwks_refresh_interval = \"1s\"");
+        text.replace(
+            "jwks_refresh_interval = \"1s\"",
+            &format!("jwks_refresh_interval = \"{}s\"", INTERVAL.as_secs()),
+        )
+    })
+    .await?;
+    ensure!(
+        edited,
+        "the test config no longer sets jwks_refresh_interval = 1s"
+    );
     let claims = env.claims("alice", API_AUDIENCE);
     me_ok(&env, &env.peer.sign(claims.clone(), Value::Null).await?).await?;
     // The keys are loaded (at start, or at the latest by that call).

@@ -49,6 +49,7 @@ pub fn router(broker: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::web_auth::routes())
+        .merge(crate::web::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

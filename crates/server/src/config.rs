@@ -308,6 +308,9 @@ pub struct Settings {
     /// Base URL without a trailing slash; `None`: `http://` + the address
     /// elevate listens on.
     pub public_url: Option<String>,
+    /// Set by `serve --dev` only (never from a file): the sign-in page
+    /// offers the demo users' fixed tokens.
+    pub demo: bool,
 }
 
 /// An eligibility whose validity window may still depend on when it was
@@ -1004,6 +1007,7 @@ impl Checker {
             max_body_bytes: s.max_body_bytes,
             retry_max_backoff: backoff?,
             public_url,
+            demo: false,
         })
     }
 

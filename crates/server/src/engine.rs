@@ -61,6 +61,8 @@ pub struct Broker {
     pub worker_wake: Notify,
     /// Upper bound of the wait between two attempts of a failing job.
     pub retry_max_backoff: Duration,
+    /// `serve --dev`: the sign-in page lists the demo tokens.
+    pub demo: bool,
 }
 
 /// A request as the API asks for it, still unparsed.

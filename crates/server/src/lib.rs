@@ -19,6 +19,7 @@ pub mod identity;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
+pub mod web;
 pub mod web_auth;
 
 use std::collections::{BTreeMap, HashMap};
@@ -165,6 +166,7 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
         scheduler_wake: Notify::new(),
         worker_wake: Notify::new(),
         retry_max_backoff: Duration::from_secs(config.settings.retry_max_backoff.secs()),
+        demo: config.settings.demo,
     })
 }
 

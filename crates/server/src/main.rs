@@ -99,6 +99,8 @@ async fn serve(
         if !config.settings.listen.ip().is_loopback() {
             anyhow::bail!("--dev uses fixed demo tokens and only listens on loopback addresses");
         }
+        let mut config = config;
+        config.settings.demo = true;
         (config, "dev".to_string())
     } else {
         let path =

@@ -20,7 +20,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,11 +40,14 @@ use crate::identity::Profile;
 /// A sign-in must come back within this long.
 const LOGIN_FLOW_SECS: i64 = 600;
 const LOGIN_COOKIE: &str = "elevate_login";
+/// How long a browser session opened with an API token lasts (the
+/// provider's `session_lifetime` applies when one is configured).
+const LOCAL_SESSION_SECS: i64 = 12 * 3600;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(home))
         .route("/auth/login", get(login))
+        .route("/auth/token", get(token_form).post(token_signin))
         .route("/auth/callback", get(callback))
         .route("/auth/logout", post(logout))
 }
@@ -70,6 +73,10 @@ struct SessionDoc {
     /// Seconds since the epoch.
     auth_time: Option<i64>,
     csrf: String,
+    /// A local user who signed in with an API token: who they are is read
+    /// from the config at each request, as for the token itself.
+    #[serde(default)]
+    local: bool,
 }
 
 fn random_token() -> String {
@@ -167,21 +174,15 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
+/// `body` is markup built here with every value escaped.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{t} · elevate</title></head><body><main><h1>{t}</h1>{body}</main></body></html>",
-        t = escape_html(title)
-    );
-    let mut resp = (status, Html(html)).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    resp
+    crate::web::page_with_status(
+        None,
+        crate::web::Nav::None,
+        status,
+        title,
+        maud::PreEscaped(body.to_owned()),
+    )
 }
 
 fn failed(status: StatusCode, message: &str) -> Response {
@@ -434,18 +435,36 @@ async fn callback(
         amr: auth.as_ref().map(|a| a.amr.clone()).unwrap_or_default(),
         auth_time: auth.and_then(|a| a.auth_time).map(|t| t.timestamp()),
         csrf: random_token(),
+        local: false,
     };
+    tracing::info!(user = %principal.name, step_up = flow.step_up, "signed in");
+    let lifetime = oidc.settings.session_lifetime.as_secs() as i64;
+    let mut resp = open_session(&b, &headers, &doc, lifetime, &flow.next).await;
+    resp.headers_mut()
+        .append(header::SET_COOKIE, cookie(&b, LOGIN_COOKIE, "", "/auth", 0));
+    resp
+}
+
+/// Stores a new session for `doc` and answers with its cookie and a
+/// redirect to `next`.
+async fn open_session(
+    b: &AppState,
+    headers: &HeaderMap,
+    doc: &SessionDoc,
+    lifetime: i64,
+    next: &str,
+) -> Response {
+    let now = Utc::now();
     // A new sign-in in this browser (a step-up, another user) replaces the
     // session it had: the old one must not stay usable until it expires.
-    if let Some(old) = read_cookie(&headers, session_cookie_name(&b)) {
+    if let Some(old) = read_cookie(headers, session_cookie_name(b)) {
         if let Err(e) = b.store.delete_session(&hash(&old)).await {
             tracing::warn!(error = %e, "cannot end the session a new sign-in replaces");
         }
     }
     let session_id = random_token();
-    let lifetime = oidc.settings.session_lifetime.as_secs() as i64;
     let expires = now + chrono::Duration::seconds(lifetime);
-    let stored = match serde_json::to_string(&doc) {
+    let stored = match serde_json::to_string(doc) {
         Ok(text) => {
             b.store
                 .create_session(&hash(&session_id), &doc.name, &text, now, expires)
@@ -460,19 +479,16 @@ async fn callback(
             "elevate could not open your session",
         );
     }
-    tracing::info!(user = %principal.name, step_up = flow.step_up, "signed in");
-    let mut resp = redirect(&flow.next);
-    let h = resp.headers_mut();
-    h.append(
+    let mut resp = redirect(next);
+    resp.headers_mut().append(
         header::SET_COOKIE,
-        cookie(&b, session_cookie_name(&b), &session_id, "/", lifetime),
+        cookie(b, session_cookie_name(b), &session_id, "/", lifetime),
     );
-    h.append(header::SET_COOKIE, cookie(&b, LOGIN_COOKIE, "", "/auth", 0));
     resp
 }
 
 /// The session a request carries, if any, with its CSRF token.
-async fn session_of(
+pub async fn session_of(
     b: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Principal, String)>, ApiError> {
@@ -489,10 +505,18 @@ async fn session_of(
     let Ok(name) = UserName::parse(&doc.name) else {
         return Ok(None);
     };
-    let mut p = doc.profile.principal(name);
+    let mut p = if doc.local {
+        // Removed from the config: signed out.
+        let Some(p) = b.directory.get(&name) else {
+            return Ok(None);
+        };
+        p.clone()
+    } else {
+        doc.profile.principal(name)
+    };
     p.auth = Some(Authn {
         method: AuthMethod::Session,
-        issuer: Some(doc.issuer),
+        issuer: (!doc.local).then_some(doc.issuer),
         acr: doc.acr,
         amr: doc.amr,
         auth_time: doc.auth_time.and_then(|s| Utc.timestamp_opt(s, 0).single()),
@@ -565,39 +589,122 @@ async fn logout(State(b): State<AppState>, headers: HeaderMap, body: String) -> 
     resp
 }
 
-async fn home(State(b): State<AppState>, headers: HeaderMap) -> Response {
-    match session_of(&b, &headers).await {
-        Ok(Some((p, csrf))) => {
-            let groups: Vec<String> = p.groups.iter().map(|g| escape_html(g.as_str())).collect();
-            page(
-                StatusCode::OK,
-                "elevate",
-                &format!(
-                    "<p>Signed in as <strong>{}</strong>{}.</p>\
-                     <form method=\"post\" action=\"/auth/logout\">\
-                     <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-                     <button type=\"submit\">Sign out</button></form>",
-                    escape_html(p.name.as_str()),
-                    if groups.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (groups: {})", groups.join(", "))
-                    },
-                    escape_html(&csrf)
-                ),
-            )
-        }
-        _ if b.oidc.is_some() => page(
-            StatusCode::OK,
-            "elevate",
-            "<p><a href=\"/auth/login\">Sign in</a></p>",
-        ),
-        _ => page(
-            StatusCode::OK,
-            "elevate",
-            "<p>This elevate uses API tokens: see <code>elevate --help</code>.</p>",
-        ),
+/// Where a browser without a session goes to sign in, coming back to
+/// `next` afterwards.
+pub fn sign_in_url(b: &AppState, next: &str) -> String {
+    let next = crate::oidc::url_encode(&safe_next(Some(next)));
+    if b.oidc.is_some() {
+        format!("/auth/login?next={next}")
+    } else {
+        format!("/auth/token?next={next}")
     }
+}
+
+/// The sign-in choices: the identity provider when there is one, and an
+/// API token for local users.
+pub fn sign_in_choices(b: &AppState, next: &str) -> maud::Markup {
+    let next = safe_next(Some(next));
+    maud::html! {
+        @if b.oidc.is_some() {
+            section.card {
+                h2 { "With your organisation's account" }
+                form method="get" action="/auth/login" {
+                    input type="hidden" name="next" value=(next);
+                    label for="login_hint" { "E-mail or user name " span.muted { "(optional)" } }
+                    input #login_hint type="text" name="login_hint" autocomplete="username";
+                    button type="submit" { "Sign in" }
+                }
+            }
+        }
+        section.card {
+            h2 { "With an API token" }
+            p.muted { "For local users of this elevate; " code { "elevate token new" } " makes one." }
+            (token_form_markup(&next, None))
+            @if b.demo {
+                p.notice {
+                    "Demo mode: the tokens are "
+                    @for (i, (name, _, token)) in crate::dev::USERS.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        code { (token) } " (" (name) ")"
+                    }
+                    "."
+                }
+            }
+        }
+    }
+}
+
+fn token_form_markup(next: &str, error: Option<&str>) -> maud::Markup {
+    maud::html! {
+        form method="post" action="/auth/token" {
+            input type="hidden" name="next" value=(next);
+            label for="token" { "API token" }
+            input #token type="password" name="token" required autocomplete="current-password"
+                aria-invalid=[error.map(|_| "true")]
+                aria-describedby=[error.map(|_| "token-error")];
+            @if let Some(e) = error {
+                p #token-error .field-error role="alert" { (e) }
+            }
+            button type="submit" { "Sign in" }
+        }
+    }
+}
+
+async fn token_form(State(b): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let pairs = query_pairs(q);
+    let next = safe_next(param(&pairs, "next"));
+    crate::web::page(
+        None,
+        crate::web::Nav::None,
+        "Sign in",
+        sign_in_choices(&b, &next),
+    )
+}
+
+/// A local user signs the browser in with their API token. The token is
+/// checked like a bearer token (constant-time digest comparison) and never
+/// stored; the session only names the user.
+async fn token_signin(State(b): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    let form = crate::web::Form::parse(body.as_bytes());
+    let next = safe_next(form.get("next"));
+    // Another site must not sign this browser in as someone else.
+    if crate::web::cross_site(&headers) {
+        return failed(StatusCode::FORBIDDEN, "a sign-in must come from elevate's own page");
+    }
+    let token = form.get("token").map(str::trim).unwrap_or("");
+    let Some(p) = (!token.is_empty())
+        .then(|| b.directory.authenticate(token))
+        .flatten()
+    else {
+        tracing::info!("browser sign-in with an invalid API token");
+        let body = maud::html! {
+            (token_form_markup(&next, Some("This API token is not valid.")))
+        };
+        return crate::web::page_with_status(
+            None,
+            crate::web::Nav::None,
+            StatusCode::UNAUTHORIZED,
+            "Sign in",
+            body,
+        );
+    };
+    let doc = SessionDoc {
+        name: p.name.to_string(),
+        issuer: String::new(),
+        subject: String::new(),
+        profile: Profile::default(),
+        acr: None,
+        amr: Vec::new(),
+        auth_time: Some(Utc::now().timestamp()),
+        csrf: random_token(),
+        local: true,
+    };
+    let lifetime = b
+        .oidc
+        .as_ref()
+        .map_or(LOCAL_SESSION_SECS, |o| o.settings.session_lifetime.as_secs() as i64);
+    tracing::info!(user = %p.name, "signed in with an API token");
+    open_session(&b, &headers, &doc, lifetime, &next).await
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod common;
 mod oidc_common;
+mod web_common;
 
 mod audit;
 mod bad_input;
@@ -20,3 +21,7 @@ mod oidc_tokens;
 mod oidc_web;
 mod openapi;
 mod provider_failure;
+mod web_admin;
+mod web_audit;
+mod web_e2e;
+mod web_pages;

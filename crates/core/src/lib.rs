@@ -12,8 +12,10 @@
 //!   transition returns the new request, the audit events it produces and the
 //!   provider work it implies; the caller persists all three in one
 //!   transaction.
+//! - [`browse`]: paging through a person's choices in large catalogs.
 //! - [`error`]: the domain's refusals, each with a stable code.
 
+pub mod browse;
 pub mod error;
 pub mod policy;
 pub mod principal;

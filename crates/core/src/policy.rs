@@ -369,6 +369,44 @@ pub struct EligibleRole {
     pub not_after: Timestamp,
 }
 
+impl EligibleRole {
+    /// The terms one eligibility gives for (target, resource, role).
+    pub fn new(
+        target: &Target,
+        resource: &Name,
+        role: &Name,
+        e: &Eligibility,
+        resource_path: String,
+    ) -> EligibleRole {
+        EligibleRole {
+            target: target.id.clone(),
+            target_kind: target.kind.clone(),
+            dry_run: target.dry_run,
+            resource: resource.clone(),
+            resource_path,
+            role: role.clone(),
+            max_duration: e.max_duration,
+            approval_required: e.approval_required,
+            ticket_required: e.ticket_required,
+            break_glass: e.break_glass,
+            step_up: e.step_up,
+            eligibility: e.id.clone(),
+            not_after: e.not_after,
+        }
+    }
+
+    /// Overlapping eligibilities merge into the most permissive terms the
+    /// requester can actually get.
+    pub fn merge(&mut self, e: &Eligibility) {
+        self.max_duration = self.max_duration.max(e.max_duration);
+        self.approval_required &= e.approval_required;
+        self.ticket_required &= e.ticket_required;
+        self.break_glass |= e.break_glass;
+        self.step_up &= e.step_up;
+        self.not_after = self.not_after.max(e.not_after);
+    }
+}
+
 /// The eligibility chosen for a request and what it implies.
 #[derive(Debug, Clone)]
 pub struct Permit<'a> {
@@ -438,7 +476,7 @@ impl Catalog {
     }
 
     /// The eligibilities naming `p` directly or through a group, each once.
-    fn eligibilities_of<'a>(&'a self, p: &Principal) -> Vec<&'a Eligibility> {
+    pub(crate) fn eligibilities_of<'a>(&'a self, p: &Principal) -> Vec<&'a Eligibility> {
         let tables = self.tables();
         let mut idx: Vec<usize> = std::iter::once(Subject::User(p.name.clone()))
             .chain(p.groups.iter().cloned().map(Subject::Group))
@@ -600,41 +638,46 @@ impl Catalog {
             };
             for resource in self.resources_matching(target, &e.resources) {
                 for role in e.roles.iter().filter(|r| target.roles.contains(*r)) {
-                    let entry = EligibleRole {
-                        target: target.id.clone(),
-                        target_kind: target.kind.clone(),
-                        dry_run: target.dry_run,
-                        resource: resource.id.clone(),
-                        resource_path: target.path(&resource.id),
-                        role: role.clone(),
-                        max_duration: e.max_duration,
-                        approval_required: e.approval_required,
-                        ticket_required: e.ticket_required,
-                        break_glass: e.break_glass,
-                        step_up: e.step_up,
-                        eligibility: e.id.clone(),
-                        not_after: e.not_after,
-                    };
                     let key = (target.id.clone(), resource.id.clone(), role.clone());
                     match best.get_mut(&key) {
-                        // Merge overlapping eligibilities into the most
-                        // permissive terms the requester can actually get.
-                        Some(existing) => {
-                            existing.max_duration = existing.max_duration.max(e.max_duration);
-                            existing.approval_required &= e.approval_required;
-                            existing.ticket_required &= e.ticket_required;
-                            existing.break_glass |= e.break_glass;
-                            existing.step_up &= e.step_up;
-                            existing.not_after = existing.not_after.max(e.not_after);
-                        }
+                        Some(existing) => existing.merge(e),
                         None => {
-                            best.insert(key, entry);
+                            let path = target.path(&resource.id);
+                            best.insert(
+                                key,
+                                EligibleRole::new(target, &resource.id, role, e, path),
+                            );
                         }
                     }
                 }
             }
         }
         best.into_values().collect()
+    }
+
+    /// Every eligibility that names (target, resource, role), whoever its
+    /// subjects are and whether or not it is valid now: the administrator's
+    /// question "who can get this?". A scan of all eligibilities, fine for
+    /// an occasional question, not for a decision.
+    pub fn eligibilities_covering(
+        &self,
+        target: &Name,
+        resource: &Name,
+        role: &Name,
+    ) -> Vec<&Eligibility> {
+        let Some(t) = self.targets.get(target) else {
+            return Vec::new();
+        };
+        let Some(r) = t.resources.get(resource) else {
+            return Vec::new();
+        };
+        if !t.roles.contains(role) {
+            return Vec::new();
+        }
+        self.eligibilities
+            .iter()
+            .filter(|e| &e.target == target && e.roles.contains(role) && e.resources.matches(t, r))
+            .collect()
     }
 
     /// Who approves (target, resource, role) and how many must agree.
@@ -1032,5 +1075,24 @@ pub(crate) mod tests {
         assert!(c
             .approval_requirement(&n("pg"), &n("staging"), &n("writer"))
             .is_none());
+    }
+    #[test]
+    fn eligibilities_covering_names_the_rules_for_one_resource_and_role() {
+        let c = catalog();
+        let ids = |resource: &str, role: &str| -> Vec<String> {
+            c.eligibilities_covering(&n("pg"), &n(resource), &n(role))
+                .iter()
+                .map(|e| e.id.to_string())
+                .collect()
+        };
+        assert_eq!(ids("orders", "writer"), vec!["sre-prod"]);
+        // Below prod, but not prod itself; reader is not in the rule.
+        assert!(ids("prod", "writer").is_empty());
+        assert!(ids("orders", "reader").is_empty());
+        assert!(ids("staging", "writer").is_empty());
+        assert!(ids("nowhere", "writer").is_empty());
+        assert!(c
+            .eligibilities_covering(&n("other"), &n("orders"), &n("writer"))
+            .is_empty());
     }
 }

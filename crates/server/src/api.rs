@@ -263,7 +263,7 @@ fn parse_time(field: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError>
 
 // ---- views --------------------------------------------------------------
 
-fn status_text(s: &StoredRequest) -> String {
+pub(crate) fn status_text(s: &StoredRequest) -> String {
     let r = &s.request;
     let base = match &r.state {
         RState::Pending { .. } => {

@@ -59,3 +59,9 @@
     watch();
   });
 })();
+// The browser's time zone, for start times typed in local time.
+document.addEventListener('DOMContentLoaded', function () {
+  document.querySelectorAll('input[name=tz_offset]').forEach(function (el) {
+    el.value = String(-new Date().getTimezoneOffset());
+  });
+});

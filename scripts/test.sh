@@ -36,6 +36,22 @@ if [ ! -d "$oidc_peer/node_modules" ] || [ "$oidc_peer/package-lock.json" -nt "$
   touch "$oidc_peer/node_modules"
 fi
 
+# Debian's Chromium for the end-to-end browser test (web_e2e), driven by
+# playwright-core from e2e/ (pinned by its package-lock.json; it never
+# downloads a browser of its own), and a Japanese font so the screenshots
+# show the test's Japanese justification instead of empty boxes.
+if [ ! -x /usr/bin/chromium ] || ! dpkg -s fonts-ipafont-gothic >/dev/null 2>&1; then
+  echo "== installing Chromium"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-ipafont-gothic >/dev/null
+fi
+e2e=e2e
+if [ ! -d "$e2e/node_modules" ] || [ "$e2e/package-lock.json" -nt "$e2e/node_modules" ]; then
+  echo "== installing the browser test's npm packages"
+  (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$e2e/node_modules"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

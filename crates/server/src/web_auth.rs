@@ -669,7 +669,10 @@ async fn token_signin(State(b): State<AppState>, headers: HeaderMap, body: Strin
     let next = safe_next(form.get("next"));
     // Another site must not sign this browser in as someone else.
     if crate::web::cross_site(&headers) {
-        return failed(StatusCode::FORBIDDEN, "a sign-in must come from elevate's own page");
+        return failed(
+            StatusCode::FORBIDDEN,
+            "a sign-in must come from elevate's own page",
+        );
     }
     let token = form.get("token").map(str::trim).unwrap_or("");
     let Some(p) = (!token.is_empty())
@@ -699,10 +702,9 @@ async fn token_signin(State(b): State<AppState>, headers: HeaderMap, body: Strin
         csrf: random_token(),
         local: true,
     };
-    let lifetime = b
-        .oidc
-        .as_ref()
-        .map_or(LOCAL_SESSION_SECS, |o| o.settings.session_lifetime.as_secs() as i64);
+    let lifetime = b.oidc.as_ref().map_or(LOCAL_SESSION_SECS, |o| {
+        o.settings.session_lifetime.as_secs() as i64
+    });
     tracing::info!(user = %p.name, "signed in with an API token");
     open_session(&b, &headers, &doc, lifetime, &next).await
 }

@@ -140,6 +140,41 @@ pub struct AuditFilter {
     pub limit: Option<i64>,
 }
 
+/// A narrower read for people browsing the trail: a time range, one
+/// actor, one action, one request, newest first a page at a time.
+/// [`AuditFilter`] is the subset the API and exports need.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSearch {
+    /// Events at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Events strictly before this instant.
+    pub until: Option<Timestamp>,
+    /// The stored actor, e.g. `user:alice` or `system`.
+    pub actor: Option<String>,
+    /// The stored action, e.g. `request.created`.
+    pub action: Option<String>,
+    pub request: Option<String>,
+    /// Events with a smaller seq: the next page when reading newest first.
+    pub before_seq: Option<i64>,
+    /// Events with a larger seq: the next page when reading in chain order.
+    pub after_seq: Option<i64>,
+    pub limit: Option<i64>,
+    /// Newest first instead of chain order.
+    pub newest_first: bool,
+}
+
+impl From<&AuditFilter> for AuditSearch {
+    fn from(f: &AuditFilter) -> Self {
+        AuditSearch {
+            since: f.since,
+            request: f.request.clone(),
+            after_seq: f.after_seq,
+            limit: f.limit,
+            ..AuditSearch::default()
+        }
+    }
+}
+
 /// One stored link, read without panicking on altered column types.
 struct Link {
     seq: i64,
@@ -187,30 +222,64 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord> {
 impl Store {
     /// Events in chain order.
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        self.search_audit(&AuditSearch::from(filter)).await
+    }
+
+    /// Events matching every given condition, in chain order or newest
+    /// first.
+    pub async fn search_audit(&self, search: &AuditSearch) -> Result<Vec<AuditRecord>> {
         let mut sql = String::from(
             "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit WHERE 1=1",
         );
-        if filter.since.is_some() {
+        if search.since.is_some() {
             sql.push_str(" AND at >= ?");
         }
-        if filter.request.is_some() {
+        if search.until.is_some() {
+            sql.push_str(" AND at < ?");
+        }
+        if search.actor.is_some() {
+            sql.push_str(" AND actor = ?");
+        }
+        if search.action.is_some() {
+            sql.push_str(" AND action = ?");
+        }
+        if search.request.is_some() {
             sql.push_str(" AND request_id = ?");
         }
-        if filter.after_seq.is_some() {
+        if search.before_seq.is_some() {
+            sql.push_str(" AND seq < ?");
+        }
+        if search.after_seq.is_some() {
             sql.push_str(" AND seq > ?");
         }
-        sql.push_str(" ORDER BY seq LIMIT ?");
+        sql.push_str(if search.newest_first {
+            " ORDER BY seq DESC LIMIT ?"
+        } else {
+            " ORDER BY seq LIMIT ?"
+        });
         let mut q = sqlx::query(&sql);
-        if let Some(s) = filter.since {
+        if let Some(s) = search.since {
             q = q.bind(to_millis(s));
         }
-        if let Some(r) = &filter.request {
-            q = q.bind(r);
+        if let Some(u) = search.until {
+            q = q.bind(to_millis(u));
         }
-        if let Some(a) = filter.after_seq {
+        if let Some(a) = &search.actor {
             q = q.bind(a);
         }
-        q = q.bind(filter.limit.unwrap_or(i64::MAX));
+        if let Some(a) = &search.action {
+            q = q.bind(a);
+        }
+        if let Some(r) = &search.request {
+            q = q.bind(r);
+        }
+        if let Some(b) = search.before_seq {
+            q = q.bind(b);
+        }
+        if let Some(a) = search.after_seq {
+            q = q.bind(a);
+        }
+        q = q.bind(search.limit.unwrap_or(i64::MAX));
         let rows = q.fetch_all(self.pool()).await?;
         rows.iter().map(record).collect()
     }

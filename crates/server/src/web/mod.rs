@@ -80,10 +80,7 @@ impl FromRequestParts<AppState> for Viewer {
             Ok(None) => {
                 // Back to this very page after signing in.
                 // Pages are not nested, so this is the path asked for.
-                let next = parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |pq| pq.as_str());
+                let next = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
                 Err(redirect(&crate::web_auth::sign_in_url(b, next)))
             }
             Err(e) => Err(error_page(None, &e)),

@@ -35,6 +35,14 @@ pub fn users() -> Vec<OidcUser> {
     ]
 }
 
+/// [`users`] and dave, in group "security": the admin and auditor
+/// (`admins` and `auditors` in [`config`] name that group).
+pub fn users_with_dave() -> Vec<OidcUser> {
+    let mut all = users();
+    all.push(OidcUser::new("dave", &["security"]));
+    all
+}
+
 /// elevate's config against `issuer`; `extra` is appended (TOML).
 pub fn config(db: &Path, issuer: &str, secret_file: &Path, extra: &str) -> String {
     format!(
@@ -122,12 +130,21 @@ impl OidcEnv {
     /// With the config text (holding an `{EXTRA}` marker where `extra`
     /// goes) passed through `edit` first.
     pub async fn start_editing(edit: impl FnOnce(String) -> String) -> Result<OidcEnv> {
+        Self::start_for(users(), edit).await
+    }
+
+    /// With these people at the provider (say [`users_with_dave`]) and the
+    /// config passed through `edit` as in [`Self::start_editing`].
+    pub async fn start_for(
+        people: Vec<OidcUser>,
+        edit: impl FnOnce(String) -> String,
+    ) -> Result<OidcEnv> {
         let dir = tempfile::tempdir()?;
         // Bound first: the provider must know elevate's callback address.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let peer = OidcPeer::start(OidcOptions {
-            users: users(),
+            users: people,
             web_redirect_uris: vec![format!("http://{addr}/auth/callback")],
             extra_claims: vec!["department".into()],
             ..OidcOptions::default()

@@ -68,7 +68,9 @@ fn config(db: &std::path::Path) -> String {
         "[[users]]\nname = \"alice\"\ngroups = [\"developers\"]\ntoken_hashes = [\"{}\"]\n\n",
         elevate::auth::token_hash("t-alice")
     ));
-    let roles: Vec<String> = (0..ROLES).map(|i| format!("\"{}\"", role_name(i))).collect();
+    let roles: Vec<String> = (0..ROLES)
+        .map(|i| format!("\"{}\"", role_name(i)))
+        .collect();
     s.push_str(&format!(
         "[[targets]]\nid = \"aws\"\nkind = \"dry-run\"\nroles = [{}]\n",
         roles.join(", ")
@@ -136,15 +138,26 @@ async fn run() -> Result<serde_json::Value> {
     let mut core = serde_json::Map::new();
     for (name, filter, offset) in [
         ("first_page", BrowseFilter::default(), 0),
-        ("search_text", BrowseFilter::from_input("ou-2-3 admin", "", "", ""), 0),
-        ("role_and_tag", BrowseFilter::from_input("", "", "billing", "env=prod"), 0),
+        (
+            "search_text",
+            BrowseFilter::from_input("ou-2-3 admin", "", "", ""),
+            0,
+        ),
+        (
+            "role_and_tag",
+            BrowseFilter::from_input("", "", "billing", "env=prod"),
+            0,
+        ),
         ("last_page", BrowseFilter::default(), everything - 50),
     ] {
         let (ms, total) = time_it(&browse(filter, offset));
         core.insert(name.into(), json!({"ms": stats(ms), "matches": total}));
     }
     let (ms, total) = time_it(&|| catalog.eligible_roles(&alice, now).len());
-    core.insert("eligible_roles_all".into(), json!({"ms": stats(ms), "matches": total}));
+    core.insert(
+        "eligible_roles_all".into(),
+        json!({"ms": stats(ms), "matches": total}),
+    );
 
     let browser = elevate_testkit::oidc::Browser::new()?;
     let signed = browser
@@ -158,7 +171,10 @@ async fn run() -> Result<serde_json::Value> {
     for (name, path) in [
         ("first_page", "/request".to_owned()),
         ("search_text", "/request?q=ou-2-3+admin".to_owned()),
-        ("role_and_tag", "/request?role=billing&tag=env%3Dprod".to_owned()),
+        (
+            "role_and_tag",
+            "/request?role=billing&tag=env%3Dprod".to_owned(),
+        ),
         ("last_page", format!("/request?page={last_page}")),
         (
             "request_form",
@@ -176,7 +192,10 @@ async fn run() -> Result<serde_json::Value> {
             bytes = resp.bytes().await?.len();
             v.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        http.insert(name.into(), json!({"ms": stats(v), "bytes": bytes, "path": path}));
+        http.insert(
+            name.into(),
+            json!({"ms": stats(v), "bytes": bytes, "path": path}),
+        );
     }
     running.shutdown().await;
     Ok(json!({

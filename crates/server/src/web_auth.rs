@@ -653,12 +653,7 @@ fn token_form_markup(next: &str, error: Option<&str>) -> maud::Markup {
 async fn token_form(State(b): State<AppState>, RawQuery(q): RawQuery) -> Response {
     let pairs = query_pairs(q);
     let next = safe_next(param(&pairs, "next"));
-    crate::web::page(
-        None,
-        crate::web::Nav::None,
-        "Sign in",
-        sign_in_choices(&b, &next),
-    )
+    crate::web::sign_in_page(StatusCode::OK, "Sign in", sign_in_choices(&b, &next))
 }
 
 /// A local user signs the browser in with their API token. The token is
@@ -683,13 +678,7 @@ async fn token_signin(State(b): State<AppState>, headers: HeaderMap, body: Strin
         let body = maud::html! {
             (token_form_markup(&next, Some("This API token is not valid.")))
         };
-        return crate::web::page_with_status(
-            None,
-            crate::web::Nav::None,
-            StatusCode::UNAUTHORIZED,
-            "Sign in",
-            body,
-        );
+        return crate::web::sign_in_page(StatusCode::UNAUTHORIZED, "Sign in", body);
     };
     let doc = SessionDoc {
         name: p.name.to_string(),

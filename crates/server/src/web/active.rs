@@ -299,7 +299,7 @@ async fn revoke(
     body: Bytes,
 ) -> Response {
     let form = Form::parse(&body);
-    if let Err(refused) = check_post(&v, &headers, &form) {
+    if let Some(refused) = check_post(&v, &headers, &form) {
         return refused;
     }
     let id = match RequestId::parse(&id) {

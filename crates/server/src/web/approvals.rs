@@ -80,7 +80,7 @@ async fn approvals(State(b): State<AppState>, v: Viewer, RawQuery(q): RawQuery) 
         .iter()
         .filter_map(|s| decision_of(s, &v).map(|(d, at)| (s, d, at)))
         .collect();
-    decided.sort_by(|a, b| b.2.cmp(&a.2));
+    decided.sort_by_key(|d| std::cmp::Reverse(d.2));
     decided.truncate(DECIDED_SHOWN);
     let fp = super::requests::fingerprint_of(&waiting);
     let body = html! {

@@ -42,6 +42,13 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
      img-src 'self' data:; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
+/// The sign-in pages' policy: the same, except that their forms lead to
+/// the identity provider (and wherever it sends the browser on), which a
+/// form-action of 'self' would block mid-redirect. They show no text a
+/// user wrote.
+pub const SIGN_IN_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
@@ -88,6 +95,20 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
+/// The viewer of a request that must not redirect (the live fingerprints
+/// a page polls): `None` without a session.
+pub async fn viewer_of(b: &AppState, headers: &HeaderMap) -> Option<Viewer> {
+    match crate::web_auth::session_of(b, headers).await {
+        Ok(Some((p, csrf))) => Some(Viewer {
+            admin: b.catalog.is_admin(&p),
+            auditor: b.catalog.is_auditor(&p),
+            p,
+            csrf,
+        }),
+        _ => None,
+    }
+}
+
 impl Viewer {
     /// Admins and auditors see everything; approvers see their scope.
     pub fn sees_all(&self) -> bool {
@@ -127,16 +148,16 @@ impl Form {
 
 /// The check every state-changing page action passes first: the form's
 /// CSRF token must be the session's, and the POST must not come from
-/// another site.
-pub fn check_post(v: &Viewer, headers: &HeaderMap, form: &Form) -> Result<(), Response> {
+/// another site. `Some` is the refusal page to answer with.
+pub fn check_post(v: &Viewer, headers: &HeaderMap, form: &Form) -> Option<Response> {
     if cross_site(headers) {
-        return Err(refused_csrf(v));
+        return Some(refused_csrf(v));
     }
     let sent = form.get("csrf").unwrap_or("");
     if sent.is_empty() || !bool::from(sent.as_bytes().ct_eq(v.csrf.as_bytes())) {
-        return Err(refused_csrf(v));
+        return Some(refused_csrf(v));
     }
-    Ok(())
+    None
 }
 
 /// Browsers say where a request comes from; a form posted from another
@@ -282,6 +303,16 @@ pub fn page_with_status(
     resp
 }
 
+/// A sign-in page (see [`SIGN_IN_CSP`]).
+pub fn sign_in_page(status: StatusCode, title: &str, body: Markup) -> Response {
+    let mut resp = page_with_status(None, Nav::Home, status, title, body);
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SIGN_IN_CSP),
+    );
+    resp
+}
+
 /// A page that only says something (an error, a refusal).
 pub fn message_page(
     v: Option<&Viewer>,
@@ -394,19 +425,9 @@ async fn home(
     axum::extract::State(b): axum::extract::State<AppState>,
     headers: HeaderMap,
 ) -> Response {
-    let viewer = match crate::web_auth::session_of(&b, &headers).await {
-        Ok(Some((p, csrf))) => Some(Viewer {
-            admin: b.catalog.is_admin(&p),
-            auditor: b.catalog.is_auditor(&p),
-            p,
-            csrf,
-        }),
-        _ => None,
-    };
-    let Some(v) = viewer else {
-        return page(
-            None,
-            Nav::Home,
+    let Some(v) = viewer_of(&b, &headers).await else {
+        return sign_in_page(
+            StatusCode::OK,
             "Sign in",
             crate::web_auth::sign_in_choices(&b, "/"),
         );

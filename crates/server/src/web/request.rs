@@ -197,28 +197,28 @@ fn field_of(e: &ApiError) -> Option<&'static str> {
     }
 }
 
-fn choice_of(b: &AppState, v: &Viewer, q: &Form) -> Result<EligibleRole, Response> {
+fn choice_of(b: &AppState, v: &Viewer, q: &Form) -> Result<EligibleRole, Box<Response>> {
     let (Some(target), Some(resource), Some(role)) =
         (q.get("target"), q.get("resource"), q.get("role"))
     else {
-        return Err(super::message_page(
+        return Err(Box::new(super::message_page(
             Some(v),
             StatusCode::BAD_REQUEST,
             "Not possible",
             "invalid_query",
             "Choose what to request from the list first (target, resource and role are missing).",
-        ));
+        )));
     };
     b.catalog
         .eligible_role(&v.p, Utc::now(), target, resource, role)
         .ok_or_else(|| {
-            super::message_page(
+            Box::new(super::message_page(
                 Some(v),
                 StatusCode::FORBIDDEN,
                 "Not eligible",
                 "not_eligible",
                 &format!("You are not eligible for role \"{role}\" on {target}/{resource}."),
-            )
+            ))
         })
 }
 
@@ -226,7 +226,7 @@ async fn form(State(b): State<AppState>, v: Viewer, RawQuery(q): RawQuery) -> Re
     let q = query(q);
     let choice = match choice_of(&b, &v, &q) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let default = Span::from_secs(DEFAULT_DURATION_SECS.min(choice.max_duration.secs()));
     let draft = Draft {
@@ -364,12 +364,12 @@ async fn submit(
     body: axum::body::Bytes,
 ) -> Response {
     let form = Form::parse(&body);
-    if let Err(resp) = check_post(&v, &headers, &form) {
+    if let Some(resp) = check_post(&v, &headers, &form) {
         return resp;
     }
     let choice = match choice_of(&b, &v, &query(q)) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let draft = Draft {
         duration: form.get("duration").unwrap_or("").trim().to_owned(),

@@ -3,7 +3,7 @@
 //! themselves when what they show changes.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -376,7 +376,10 @@ async fn detail(
         @if let Some(d) = done { p.notice.ok role="status" { "Done: " (d) "." } }
         p {
             span #state class={"badge state-" (r.state.name())} { (r.state.name()) }
-            " " span.muted { (crate::api::status_text(&s)) }
+            @let status = crate::api::status_text(&s);
+            // The badge already says the state; add only what it does not.
+            @let more = status.strip_prefix(r.state.name()).unwrap_or(&status).trim_start_matches([',', ';', ':', ' ']);
+            @if !more.is_empty() { " " span.muted { (more) } }
             @if r.break_glass { " " (break_glass_badge()) }
             @if target.is_some_and(|t| t.dry_run) { " " span.badge { "dry-run" } }
         }
@@ -526,7 +529,7 @@ async fn act(
     body: axum::body::Bytes,
 ) -> Response {
     let form = Form::parse(&body);
-    if let Err(resp) = check_post(&v, &headers, &form) {
+    if let Some(resp) = check_post(&v, &headers, &form) {
         return resp;
     }
     let result = run_action(&b, &v, &id, &action, &form).await;
@@ -599,7 +602,12 @@ async fn run_action(
 // ---- live updates --------------------------------------------------------------------
 
 /// The fingerprint of what a page shows, as plain text, for `app.js`.
-async fn live(State(b): State<AppState>, v: Viewer, Path(what): Path<String>) -> Response {
+async fn live(State(b): State<AppState>, headers: HeaderMap, Path(what): Path<String>) -> Response {
+    // A 401, not a redirect to sign in: a script polls this, and must stop
+    // rather than start sign-ins in the background.
+    let Some(v) = super::viewer_of(&b, &headers).await else {
+        return (StatusCode::UNAUTHORIZED, "signed out").into_response();
+    };
     let rows = match what.as_str() {
         "mine" => my_open(&b, &v).await,
         "approvals" => waiting_for(&b, &v).await,
@@ -623,7 +631,14 @@ fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-async fn live_one(State(b): State<AppState>, v: Viewer, Path(id): Path<String>) -> Response {
+async fn live_one(
+    State(b): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(v) = super::viewer_of(&b, &headers).await else {
+        return (StatusCode::UNAUTHORIZED, "signed out").into_response();
+    };
     match load(&b, &v, &id).await {
         Ok(s) => text(fingerprint_of(std::slice::from_ref(&s))),
         Err(e) => (e.status(), e.code()).into_response(),

@@ -27,6 +27,13 @@ async fn app() -> Result<(tempfile::TempDir, TestApp)> {
     Ok((dir, app))
 }
 
+/// Form fields, the id of the error expected, and the status.
+type Case = (
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    StatusCode,
+);
+
 const FORM: &str = "/request/new?target=demo&resource=orders&role=orders_writer";
 
 /// Submits the request form as `browser`; returns the new request's id.
@@ -73,6 +80,11 @@ async fn pages_send_a_browser_without_a_session_to_sign_in_and_back() -> Result<
         // No identity provider here: the token sign-in, coming back.
         assert!(location.starts_with("/auth/token?next="), "{location}");
         assert!(location.contains(&path.replace('/', "%2F")), "{location}");
+    }
+    // What pages poll answers 401, never a redirect into a sign-in.
+    for path in ["/live/mine", "/live/requests/r-abc"] {
+        let resp = anonymous.get(&format!("{}{path}", app.url)).await?;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
     // The start page offers the sign-in itself.
     let (status, html) = page(&app, &anonymous, "/").await?;
@@ -294,7 +306,7 @@ async fn a_refused_form_shows_the_error_next_to_its_field_and_keeps_what_was_typ
     assert!(html.contains("name=\"duration\" value=\"1h\""), "{html}");
     assert!(html.contains("and 1h."), "{html}");
     let csrf = csrf_of(&html)?;
-    let cases: [(&[(&str, &str)], &str, StatusCode); 4] = [
+    let cases: [Case; 4] = [
         (
             &[("duration", "3h"), ("reason", HOSTILE)],
             "duration-error",
@@ -321,11 +333,11 @@ async fn a_refused_form_shows_the_error_next_to_its_field_and_keeps_what_was_typ
             StatusCode::BAD_REQUEST,
         ),
     ];
-    for (fields, error_id, _) in cases {
+    for (fields, error_id, expected) in cases {
         let mut form = vec![("csrf", csrf.as_str())];
         form.extend_from_slice(fields);
         let (status, _, html) = post(&app, &alice, FORM, &form).await?;
-        assert!(status.is_client_error(), "{fields:?}: {status}");
+        assert_eq!(status, expected, "{fields:?}");
         assert!(
             html.contains(&format!("id=\"{error_id}\"")),
             "{fields:?}: {html}"

@@ -35,10 +35,14 @@
     var el = document.querySelector('[data-watch]');
     if (!el) { return; }
     var url = el.getAttribute('data-watch'), seen = el.getAttribute('data-fingerprint');
-    setInterval(function () {
+    var timer = setInterval(function () {
       if (document.hidden) { return; }
-      fetch(url, { credentials: 'same-origin', headers: { 'Accept': 'text/plain' } })
-        .then(function (r) { return r.ok ? r.text() : null; })
+      fetch(url, { credentials: 'same-origin', redirect: 'error', headers: { 'Accept': 'text/plain' } })
+        .then(function (r) {
+          // Signed out, or the request is gone from view: stop asking.
+          if (r.status === 401 || r.status === 403 || r.status === 404) { clearInterval(timer); }
+          return r.ok ? r.text() : null;
+        })
         .then(function (t) {
           var busy = document.activeElement && /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
           if (t !== null && t.trim() !== seen && !busy) { window.location.reload(); }
@@ -52,7 +56,19 @@
     var msg = (b && b.getAttribute('data-confirm')) || ev.target.getAttribute('data-confirm');
     if (msg && !window.confirm(msg)) { ev.preventDefault(); }
   });
+  // One-time notices ("request created", "approved") belong to the
+  // action that led here, not to a later reload of the page.
+  function forgetNotices() {
+    var u = new URL(window.location.href), changed = false;
+    var keys = ['created', 'done', 'revoked'];
+    if (u.searchParams.has('done')) { keys.push('id'); }
+    keys.forEach(function (k) {
+      if (u.searchParams.has(k)) { u.searchParams.delete(k); changed = true; }
+    });
+    if (changed) { window.history.replaceState(null, '', u.pathname + u.search + u.hash); }
+  }
   document.addEventListener('DOMContentLoaded', function () {
+    forgetNotices();
     localTimes(document);
     tick();
     setInterval(tick, 1000);

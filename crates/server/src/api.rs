@@ -436,8 +436,54 @@ async fn auth_config(State(b): State<AppState>) -> Json<Value> {
     Json(json!({ "oidc": oidc }))
 }
 
-async fn eligible(State(b): State<AppState>, Caller(p): Caller) -> Json<Value> {
-    Json(json!({ "eligible": b.catalog.eligible_roles(&p, Utc::now()) }))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EligibleQuery {
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: Option<u64>,
+}
+
+/// Everything the caller may request, or with any filter or paging
+/// parameter one page of it (catalogs reach hundreds of thousands of
+/// choices; a page never materialises the rest).
+async fn eligible(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Q(q): Q<EligibleQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let now = Utc::now();
+    let paged = q.q.is_some()
+        || q.target.is_some()
+        || q.role.is_some()
+        || q.tag.is_some()
+        || q.limit.is_some()
+        || q.offset.is_some();
+    if !paged {
+        let all = b.catalog.eligible_roles(&p, now);
+        return Ok(Json(json!({ "total": all.len(), "eligible": all })));
+    }
+    let limit = limit(q.limit)? as usize;
+    let offset = usize::try_from(q.offset.unwrap_or(0)).unwrap_or(usize::MAX);
+    let filter = elevate_core::browse::BrowseFilter::from_input(
+        q.q.as_deref().unwrap_or(""),
+        q.target.as_deref().unwrap_or(""),
+        q.role.as_deref().unwrap_or(""),
+        q.tag.as_deref().unwrap_or(""),
+    );
+    let page = b.catalog.browse_eligible(&p, now, &filter, offset, limit);
+    Ok(Json(
+        json!({ "total": page.total, "eligible": page.entries }),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -432,3 +432,67 @@ async fn a_list_page_fingerprint_changes_when_a_shown_request_changes() -> Resul
     assert_ne!(before, after);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eligible_api_filters_and_pages_like_the_picker() -> Result<()> {
+    let (_dir, app) = app().await?;
+    let (status, all) = app.get("alice", "/api/v1/eligible").await?;
+    assert_eq!(status, StatusCode::OK);
+    let total = all["total"].as_u64().context("total")?;
+    assert_eq!(
+        all["eligible"].as_array().map(Vec::len),
+        Some(total as usize)
+    );
+    assert!(total >= 4, "{all}");
+
+    // One page at a time, in the same order, adding up to everything.
+    let mut seen = Vec::new();
+    for offset in (0..total).step_by(3) {
+        let (status, page) = app
+            .get(
+                "alice",
+                &format!("/api/v1/eligible?limit=3&offset={offset}"),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["total"], total);
+        for e in page["eligible"].as_array().context("eligible")? {
+            seen.push(format!(
+                "{}/{}/{}",
+                e["target"], e["resource_path"], e["role"]
+            ));
+        }
+    }
+    assert_eq!(seen.len(), total as usize);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no entry twice");
+
+    let (_, found) = app
+        .get(
+            "alice",
+            "/api/v1/eligible?q=ORDERS&role=writer&tag=team%3Dorders",
+        )
+        .await?;
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["eligible"][0]["resource"], "orders");
+    assert_eq!(found["eligible"][0]["role"], "orders_writer");
+    let (_, none) = app
+        .get("alice", "/api/v1/eligible?target=elsewhere")
+        .await?;
+    assert_eq!(none["total"], 0);
+
+    for bad in [
+        "limit=0",
+        "limit=100000",
+        "offset=-1",
+        "offset=x",
+        "colour=red",
+    ] {
+        let (status, err) = app.get("alice", &format!("/api/v1/eligible?{bad}")).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
+        assert_eq!(err["code"], "invalid_query", "{bad}");
+    }
+    Ok(())
+}

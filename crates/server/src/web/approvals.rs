@@ -11,12 +11,11 @@ use elevate_core::Timestamp;
 use elevate_store::{RequestFilter, StoredRequest};
 use maud::html;
 
-use super::requests::{waiting_for, watcher};
+use super::requests::{resource_path, waiting_for, watcher};
 use super::{
     break_glass_badge, csrf_field, error_page, page, state_badge, time, Form, Nav, Viewer,
 };
 use crate::api::AppState;
-use crate::engine::Broker;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/approvals", get(approvals))
@@ -48,14 +47,6 @@ fn decision_of(s: &StoredRequest, v: &Viewer) -> Option<(&'static str, Timestamp
         .iter()
         .find(|a| a.by == v.p.name)
         .map(|a| ("approved", a.at))
-}
-
-fn path(b: &Broker, s: &StoredRequest) -> String {
-    let r = &s.request;
-    b.catalog
-        .targets
-        .get(&r.target)
-        .map_or_else(|| r.resource.to_string(), |t| t.path(&r.resource))
 }
 
 async fn approvals(State(b): State<AppState>, v: Viewer, RawQuery(q): RawQuery) -> Response {
@@ -96,7 +87,7 @@ async fn approvals(State(b): State<AppState>, v: Viewer, RawQuery(q): RawQuery) 
             @let r = &s.request;
             @let req = b.catalog.approval_requirement(&r.target, &r.resource, &r.role);
             article.card {
-                h3 { a href={"/requests/" (r.id)} { (r.role) " on " (r.target) "/" (path(&b, s)) } " "
+                h3 { a href={"/requests/" (r.id)} { (r.role) " on " (r.target) "/" (resource_path(&b, s)) } " "
                     @if r.break_glass { (break_glass_badge()) } }
                 dl.kv {
                     dt { "Requester" } dd { (r.requester) }
@@ -140,7 +131,7 @@ async fn approvals(State(b): State<AppState>, v: Viewer, RawQuery(q): RawQuery) 
                         tr {
                             td { a href={"/requests/" (r.id)} { (r.id) } }
                             td { (r.requester) }
-                            td { (r.target) "/" (path(&b, s)) }
+                            td { (r.target) "/" (resource_path(&b, s)) }
                             td { (r.role) }
                             td { (d) " " (time(*at)) }
                             td { (state_badge(&r.state)) }

@@ -382,21 +382,33 @@ fn chain_status(result: Result<Verification, elevate_store::StoreError>) -> Mark
     }
 }
 
-fn filter_form(typed: &Typed, errors: &[FieldError]) -> Markup {
-    let field = |name: &'static str, label: &str, value: &str, placeholder: &str| {
-        let error = error_for(errors, name);
-        let error_id = format!("{name}-error");
-        html! {
-            div {
-                label for=(name) { (label) }
-                input type="text" id=(name) name=(name) value=(value) placeholder=(placeholder)
-                    aria-invalid=[error.map(|_| "true")]
-                    aria-describedby=[error.map(|_| error_id.as_str())];
-                @if let Some(m) = error {
-                    p.field-error id=(error_id) { (m) }
-                }
+/// A labelled text field of a filter form, with its error (if any) next
+/// to it.
+pub(super) fn text_field(
+    errors: &[FieldError],
+    name: &'static str,
+    label: &str,
+    value: &str,
+    placeholder: &str,
+) -> Markup {
+    let error = error_for(errors, name);
+    let error_id = format!("{name}-error");
+    html! {
+        div {
+            label for=(name) { (label) }
+            input type="text" id=(name) name=(name) value=(value) placeholder=(placeholder)
+                aria-invalid=[error.map(|_| "true")]
+                aria-describedby=[error.map(|_| error_id.as_str())];
+            @if let Some(m) = error {
+                p.field-error id=(error_id) { (m) }
             }
         }
+    }
+}
+
+fn filter_form(typed: &Typed, errors: &[FieldError]) -> Markup {
+    let field = |name: &'static str, label: &str, value: &str, placeholder: &str| {
+        text_field(errors, name, label, value, placeholder)
     };
     let action_error = error_for(errors, "action");
     html! {

@@ -20,7 +20,7 @@ use elevate_core::Timestamp;
 use elevate_store::RequestFilter;
 use maud::{html, Markup};
 
-use super::audit::{error_for, parse_instant, refusal_unless_auditor, FieldError};
+use super::audit::{parse_instant, refusal_unless_auditor, text_field, FieldError};
 use super::{
     break_glass_badge, error_page, human_secs, page, page_with_status, state_badge, time, Form,
     Nav, Viewer,
@@ -352,19 +352,7 @@ async fn insights_page(
 
 fn range_form(since: &str, until: &str, errors: &[FieldError]) -> Markup {
     let field = |name: &'static str, label: &str, value: &str, placeholder: &str| {
-        let error = error_for(errors, name);
-        let error_id = format!("{name}-error");
-        html! {
-            div {
-                label for=(name) { (label) }
-                input type="text" id=(name) name=(name) value=(value) placeholder=(placeholder)
-                    aria-invalid=[error.map(|_| "true")]
-                    aria-describedby=[error.map(|_| error_id.as_str())];
-                @if let Some(m) = error {
-                    p.field-error id=(error_id) { (m) }
-                }
-            }
-        }
+        text_field(errors, name, label, value, placeholder)
     };
     html! {
         form.filters method="get" action="/insights" aria-label="Time range" {

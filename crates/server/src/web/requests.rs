@@ -35,7 +35,8 @@ const OPEN: [&str; 5] = ["pending", "scheduled", "approved", "active", "ending"]
 /// How many ended requests "My requests" shows.
 const RECENT_ENDED: i64 = 50;
 
-fn resource_path(b: &Broker, s: &StoredRequest) -> String {
+/// Where a request's resource sits, e.g. `prod/orders`.
+pub(super) fn resource_path(b: &Broker, s: &StoredRequest) -> String {
     let r = &s.request;
     b.catalog
         .targets

@@ -70,6 +70,8 @@ pub(crate) struct AuthView {
 pub(crate) struct EligibleList {
     #[serde(deserialize_with = "null_as_default")]
     pub(crate) eligible: Vec<Eligible>,
+    /// How many match in all (more than `eligible` holds when paged).
+    pub(crate) total: Option<u64>,
 }
 
 /// One thing the caller may request.

@@ -189,8 +189,29 @@ pub enum ClientCommand {
         all: bool,
     },
 
-    /// List what you may request.
-    Eligible,
+    /// List what you may request: everything, or with a filter or paging
+    /// option one page of it (with how many match in all).
+    Eligible {
+        /// Words that must all appear in the resource (id, path,
+        /// description, tags) or the role name, in any case.
+        #[arg(long, value_name = "WORDS")]
+        search: Option<String>,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Roles whose name contains this.
+        #[arg(long)]
+        role: Option<String>,
+        /// Resources with this tag: KEY or KEY=VALUE.
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        tag: Option<String>,
+        /// At most this many entries (1 to 10000; 500 when filtering).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Skip this many matching entries (the next page).
+        #[arg(long)]
+        offset: Option<u64>,
+    },
 
     /// Show who the server thinks you are, how you signed in and until when.
     Whoami,
@@ -312,6 +333,7 @@ mod tests {
             "elevate requests --all --state active",
             "elevate grants --active --all",
             "elevate eligible",
+            "elevate eligible --search admin --target aws --role billing --tag env=prod --limit 50 --offset 50",
             "elevate whoami",
             "elevate audit --since 1h --request r-abcd2345efgh --limit 50",
             "elevate audit verify",

@@ -149,7 +149,29 @@ pub(crate) fn plan(command: &ClientCommand, now: DateTime<Utc>) -> Result<Call, 
         ClientCommand::Grants { active, all } => Call::get(&["grants"])
             .query("active", active.to_string())
             .query("scope", if *all { "all" } else { "mine" }),
-        ClientCommand::Eligible => Call::get(&["eligible"]),
+        ClientCommand::Eligible {
+            search,
+            target,
+            role,
+            tag,
+            limit,
+            offset,
+        } => {
+            let mut call = Call::get(&["eligible"]);
+            for (name, value) in [
+                ("q", search.clone()),
+                ("target", target.clone()),
+                ("role", role.clone()),
+                ("tag", tag.clone()),
+                ("limit", limit.map(|l| l.to_string())),
+                ("offset", offset.map(|o| o.to_string())),
+            ] {
+                if let Some(value) = value {
+                    call = call.query(name, value);
+                }
+            }
+            call
+        }
         ClientCommand::Whoami => Call::get(&["me"]),
         // Flows of their own, which `run` starts before planning a call.
         ClientCommand::Login { .. } | ClientCommand::Logout => {
@@ -437,10 +459,55 @@ mod tests {
     }
 
     #[test]
+    fn eligible_filters_become_query_parameters() {
+        let call = plan(
+            &ClientCommand::Eligible {
+                search: Some("prod admin".into()),
+                target: None,
+                role: Some("Billing".into()),
+                tag: Some("env=prod".into()),
+                limit: Some(50),
+                offset: Some(100),
+            },
+            now(),
+        )
+        .unwrap();
+        assert_eq!(path(&call), "eligible");
+        let q: Vec<(&str, &str)> = call
+            .query
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            q,
+            [
+                ("q", "prod admin"),
+                ("role", "Billing"),
+                ("tag", "env=prod"),
+                ("limit", "50"),
+                ("offset", "100")
+            ]
+        );
+    }
+
+    #[test]
     fn reads_go_to_their_endpoints() {
         assert_eq!(path(&plan(&ClientCommand::Whoami, now()).unwrap()), "me");
         assert_eq!(
-            path(&plan(&ClientCommand::Eligible, now()).unwrap()),
+            path(
+                &plan(
+                    &ClientCommand::Eligible {
+                        search: None,
+                        target: None,
+                        role: None,
+                        tag: None,
+                        limit: None,
+                        offset: None,
+                    },
+                    now()
+                )
+                .unwrap()
+            ),
             "eligible"
         );
         assert_eq!(

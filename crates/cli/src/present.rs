@@ -130,7 +130,7 @@ where
                 let list: GrantList = read(answer, "the grant list")?;
                 return Ok(self.grant_table(&list.grants, *all));
             }
-            ClientCommand::Eligible => {
+            ClientCommand::Eligible { .. } => {
                 return Ok(self.eligible_table(&read(answer, "your eligibility")?))
             }
             ClientCommand::Whoami => return Ok(self.whoami(&read(answer, "your identity")?)),
@@ -323,7 +323,13 @@ where
 
     fn eligible_table(&self, list: &EligibleList) -> String {
         if list.eligible.is_empty() {
-            return "nothing to request: you are not eligible for any role\n".to_string();
+            return match list.total {
+                Some(total) if total > 0 => {
+                    format!("nothing on this page: {total} entries match in all\n")
+                }
+                _ => "nothing to request: you are not eligible for any role (or none matches)\n"
+                    .to_string(),
+            };
         }
         let mut table = Table::new(&[
             "TARGET",
@@ -360,7 +366,14 @@ where
                 self.time(eligible.not_after.as_ref()),
             ]);
         }
-        table.render()
+        let mut out = table.render();
+        if let Some(total) = list.total.filter(|t| *t > list.eligible.len() as u64) {
+            out.push_str(&format!(
+                "{} of {total} shown; narrow with --search, --role or --tag, or page with --offset\n",
+                list.eligible.len()
+            ));
+        }
+        out
     }
 
     fn audit_table(&self, list: &AuditList) -> String {

@@ -205,7 +205,18 @@ async fn non_json_error_names_the_status() {
         body: "<h1>bad gateway</h1>".into(),
     }])
     .await;
-    let (result, _) = run_captured(args(&url), ClientCommand::Eligible).await;
+    let (result, _) = run_captured(
+        args(&url),
+        ClientCommand::Eligible {
+            search: None,
+            target: None,
+            role: None,
+            tag: None,
+            limit: None,
+            offset: None,
+        },
+    )
+    .await;
     assert_eq!(
         result,
         Err("server answered HTTP 502 Bad Gateway".to_string())
@@ -875,7 +886,14 @@ async fn an_expired_sign_in_fails_before_contacting_the_server() {
     );
     let (result, _) = run_captured(
         signed_out_args(None, config.path()),
-        ClientCommand::Eligible,
+        ClientCommand::Eligible {
+            search: None,
+            target: None,
+            role: None,
+            tag: None,
+            limit: None,
+            offset: None,
+        },
     )
     .await;
     let message = result.unwrap_err();

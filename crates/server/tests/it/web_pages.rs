@@ -483,6 +483,21 @@ async fn the_eligible_api_filters_and_pages_like_the_picker() -> Result<()> {
         .await?;
     assert_eq!(none["total"], 0);
 
+    // The CLI asks for a page the same way and says there is more.
+    let out = crate::common::cli(
+        &app.url,
+        "alice",
+        &["eligible", "--search", "prod/orders", "--limit", "1"],
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 of 2 shown"), "{stdout}");
+    assert_eq!(stdout.matches("orders_").count(), 1, "{stdout}");
+
     for bad in [
         "limit=0",
         "limit=100000",

@@ -11,6 +11,12 @@
 //   SCREENSHOT_DIR   where the PNGs of every page go (required)
 //   E2E_HEADFUL=1    show the browser (debugging only)
 //
+// Accessibility: every main page, once the flow has produced data, is
+// audited with axe-core (WCAG 2.0/2.1 A and AA rules) in browser contexts of
+// its own (see `auditor`); a serious or critical violation fails the run,
+// moderate and minor ones are printed as warnings. The request form is also
+// walked with the keyboard alone (skip link, Tab order, Enter to submit).
+//
 // Exits 0 when every step passed. The last line of stdout is
 // `E2E-RESULT {json}` with the request ids, for the server-side checks of
 // the Rust test. On failure: the failing step, the page's URL, a screenshot
@@ -18,6 +24,7 @@
 
 import { chromium } from 'playwright-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 const BASE = requiredEnv('ELEVATE_URL').replace(/\/$/, '');
@@ -280,6 +287,136 @@ async function decide(page, button, comment) {
   await noScriptRan(page);
 }
 
+// ---- accessibility audit (axe-core) -------------------------------------------
+
+const AXE_PATH = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
+const a11yAudited = []; // labels of the pages audited
+const a11yWarnings = []; // moderate and minor violations: printed, not fatal
+
+/// A person's browser context for the accessibility audit ONLY. The pages'
+/// strict Content-Security-Policy (script-src 'self') would refuse axe's
+/// injected script, so this context is created with `bypassCSP: true`. The
+/// product is not weakened for it: the policy is still sent, every step of
+/// the flow runs in the ordinary contexts of `person`, which enforce it (and
+/// check that every page sends it), and nothing but `audit` and the keyboard
+/// check uses these contexts. Signed in the way the flow signs people in
+/// (`signIn`), unless `name` is null (signed out).
+async function auditor(name, next = '/') {
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 800 },
+    locale: 'en-GB',
+    timezoneId: 'Europe/Berlin',
+    bypassCSP: true, // for injecting axe-core; used for the audit only (see above)
+  });
+  contexts.push(context);
+  context.setDefaultTimeout(15000);
+  context.setDefaultNavigationTimeout(15000);
+  const a = { name: name ? `${name} (a11y)` : 'signed out (a11y)', context, page: await context.newPage() };
+  a.page.on('pageerror', (e) => problems.push(`${a.name}: page error on ${a.page.url()}: ${e.message}`));
+  a.page.on('dialog', async (d) => {
+    problems.push(`${a.name}: a ${d.type()} dialog appeared ("${d.message()}") on ${a.page.url()}`);
+    await d.dismiss().catch(() => {});
+  });
+  if (name) await signIn(a, next);
+  return a;
+}
+
+/// Runs axe-core on the page `a` shows after visiting `path` (or on the
+/// page as it is, with `path` null). Serious and critical violations are
+/// bugs (the run fails at its end, after auditing every page); the others
+/// are printed as warnings.
+async function audit(a, path, label = path, status = 200) {
+  const page = a.page;
+  current.page = page;
+  if (path !== null) {
+    const resp = await page.goto(BASE + path, { waitUntil: 'load' });
+    check(resp && resp.status() === status, `${path} answered ${resp && resp.status()} to ${a.name}, expected ${status}`);
+  }
+  let results;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.addScriptTag({ path: AXE_PATH });
+      results = await page.evaluate((values) => window.axe.run(document, { runOnly: { type: 'tag', values } }), AXE_TAGS);
+      break;
+    } catch (e) {
+      // A request's page reloads itself when the request changes (app.js).
+      if (attempt >= 3 || !/context was destroyed|navigat/i.test(e.message)) throw e;
+      log(`  ${page.url()} reloaded during the audit; auditing it again`);
+      await page.waitForLoadState('load');
+    }
+  }
+  a11yAudited.push(label);
+  const fatal = results.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  const where = `${label} (${a.name}, ${new URL(page.url()).pathname})`;
+  log(`  axe ${where}: ${results.passes.length} rules pass, ${results.violations.length} violated` +
+    `${fatal.length ? ` (${fatal.length} serious or critical)` : ''}` +
+    `${results.incomplete.length ? `; to review by hand: ${results.incomplete.map((i) =>
+      `${i.id} (${i.nodes.length}: ${i.nodes.slice(0, 2).map((n) => n.target.join(' ')).join(', ')}${i.nodes.length > 2 ? ', …' : ''})`).join('; ')}` : ''}`);
+  for (const v of results.violations) {
+    const nodes = v.nodes.slice(0, 3).map((n) =>
+      `      ${n.target.join(' ')}  ${n.html.replace(/\s+/g, ' ').slice(0, 160)}`).join('\n');
+    const more = v.nodes.length > 3 ? `\n      … and ${v.nodes.length - 3} more` : '';
+    const text = `accessibility: ${v.id} [${v.impact}] on ${where}: ${v.help} (${v.helpUrl})\n${nodes}${more}`;
+    if (fatal.includes(v)) {
+      bug(current.step, text);
+    } else {
+      a11yWarnings.push(text);
+      log(`  WARNING ${text}`);
+    }
+  }
+  return results;
+}
+
+/// What has the keyboard focus: a short description to compare and print,
+/// whether it is on screen, and its focus ring: the outline's contrast with
+/// what lies just outside it (WCAG 2.1 SC 1.4.11 asks for 3:1).
+async function focused(page) {
+  return page.evaluate(() => {
+    const el = document.activeElement;
+    if (!el || el === document.body) return { key: 'body', inMain: false, visible: false, ring: 0 };
+    const r = el.getBoundingClientRect();
+    const key = el.id ? `#${el.id}`
+      : `${el.tagName.toLowerCase()}${el.className ? `.${String(el.className).split(' ').join('.')}` : ''}` +
+        `${el.getAttribute('href') ? `[href="${el.getAttribute('href')}"]` : ''}` +
+        `${el.tagName === 'BUTTON' ? `("${el.textContent.trim()}")` : ''}`;
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = (c) => {
+      const [R, G, B] = rgb(c).slice(0, 3).map((v) => v / 255).map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4));
+      return 0.2126 * R + 0.7152 * G + 0.0722 * B;
+    };
+    const cs = getComputedStyle(el);
+    const width = cs.outlineStyle === 'none' ? 0 : parseFloat(cs.outlineWidth) || 0;
+    let ring = 0;
+    if (width > 0) {
+      // The opaque background just outside the outline, left (or right) of the element.
+      const out = (parseFloat(cs.outlineOffset) || 0) + width + 1;
+      const x = r.left - out >= 0 ? r.left - out : r.right + out;
+      const under = document.elementsFromPoint(x, r.top + r.height / 2).find((e) => e !== el && !el.contains(e));
+      let bg = 'rgb(255, 255, 255)';
+      for (let e = under; e; e = e.parentElement) {
+        const c = getComputedStyle(e).backgroundColor;
+        if ((rgb(c)[3] ?? 1) > 0) { bg = c; break; }
+      }
+      const [a, b] = [lum(cs.outlineColor), lum(bg)].sort((p, q) => q - p);
+      ring = Math.round(((a + 0.05) / (b + 0.05)) * 100) / 100;
+    }
+    return {
+      key,
+      inMain: !!el.closest('main'),
+      visible: r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= innerWidth,
+      outline: width ? `${width}px ${cs.outlineColor}` : 'none',
+      ring,
+    };
+  });
+}
+
+/// The focused element is on screen with a focus ring one can see.
+function checkFocusShown(f) {
+  check(f.visible, `${f.key} has the keyboard focus but is not visible`);
+  check(f.ring >= 3, `${f.key}'s focus ring (outline ${f.outline}) has a contrast of ${f.ring}:1 with what surrounds it, below 3:1`);
+}
+
 // ---- the flow ----------------------------------------------------------------
 
 const ids = {};
@@ -298,6 +435,12 @@ try {
     const to = resp.headers()['location'] || '';
     check(resp.status() === 303 && to.startsWith('/auth/login') && /next=(%2F|\/)request/i.test(to),
       `/request without a session answered ${resp.status()} → ${to}`);
+  });
+
+  await step('accessibility: the sign-in page (signed out)', null, async () => {
+    const out = await auditor(null);
+    await audit(out, '/', 'sign-in page');
+    await out.context.close();
   });
 
   await step('alice signs in with the form', alice.page, async () => {
@@ -349,6 +492,71 @@ try {
     await shot(page, '05-request-pending');
   });
 
+  // The accessibility audit's own contexts (see `auditor`), signed in
+  // once the flow has data to show.
+  let aliceA, bobA, formPath;
+  await step('accessibility: request pages, with a pending request', null, async () => {
+    aliceA = await auditor('alice', '/request');
+    await audit(aliceA, '/request', '/request');
+    formPath = await aliceA.page.locator('a.request-link[href*="resource=orders&"][href*="role=orders_reader"]').first().getAttribute('href');
+    await audit(aliceA, formPath, '/request/new');
+    await audit(aliceA, `/requests/${ids.approved}`, 'request (pending, as requester)');
+  });
+
+  await step('keyboard only: the request form (skip link, Tab order, Enter submits)', aliceA.page, async () => {
+    const page = aliceA.page;
+    const skip = 'a.skip[href="#main"]';
+    const submit = 'button("Submit request")';
+    // From the top of a freshly loaded page, Tab reaches the skip link
+    // first; it shows when focused and leads to the form.
+    await page.goto(BASE + formPath, { waitUntil: 'load' });
+    await page.keyboard.press('Tab');
+    let f = await focused(page);
+    check(f.key === skip, `the first Tab focuses ${f.key}, not the skip link`);
+    checkFocusShown(f);
+    await page.keyboard.press('Enter');
+    await until('the skip link to lead to #main', async () => new URL(page.url()).hash === '#main', 3000);
+    await page.keyboard.press('Tab');
+    f = await focused(page);
+    check(f.inMain && f.key === '#duration', `after the skip link, Tab focuses ${f.key}, not the duration field`);
+
+    // The whole Tab order from the top, typing as a keyboard user would; an
+    // over-long duration, so the submission is refused (no request is made).
+    await page.goto(BASE + formPath, { waitUntil: 'load' });
+    const order = [];
+    for (let i = 0; i < 60 && order[order.length - 1] !== submit; i += 1) {
+      await page.keyboard.press('Tab');
+      f = await focused(page);
+      if (order[order.length - 1] === f.key) continue; // the parts of a date field
+      order.push(f.key);
+      checkFocusShown(f);
+      if (f.key === '#duration') {
+        await page.keyboard.press('ControlOrMeta+A');
+        await page.keyboard.type('9h');
+      }
+      if (f.key === '#reason') await page.keyboard.type('Keyboard only: an over-long duration');
+    }
+    log(`  Tab order: ${order.join(' → ')}`);
+    const at = (k) => order.indexOf(k);
+    check(order[0] === skip, `the first Tab stop is ${order[0]}, not the skip link`);
+    check(at('#duration') > 0 && at('#reason') > at('#duration') && at(submit) > at('#reason'),
+      `Tab does not reach the duration, the justification and the submit button in that order: ${order.join(' → ')}`);
+    const [resp] = await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+    check(resp && resp.request().method() === 'POST' && resp.status() >= 400 && resp.status() < 500,
+      `Enter on the submit button: ${resp && resp.request().method()} answered ${resp && resp.status()}, expected a refusal`);
+    check(await page.locator('#duration[aria-invalid="true"]').count() === 1, 'the over-long duration is not marked invalid');
+    await page.locator('#duration-error').waitFor();
+    check((await page.inputValue('#reason')) === 'Keyboard only: an over-long duration', 'the justification typed was lost');
+    log(`  refused (${resp.status()}): ${(await page.locator('#duration-error').textContent()).trim()}`);
+    await audit(aliceA, null, '/request/new (validation error)');
+  });
+
+  await step('accessibility: approvals and the approver\'s view, with a pending request', null, async () => {
+    bobA = await auditor('bob', '/approvals');
+    await audit(bobA, '/approvals', '/approvals (a request pending)');
+    await audit(bobA, `/requests/${ids.approved}`, 'request (pending, as approver)');
+  });
+
   await step('bob sees it in /approvals, literally, and approves with a comment', bob.page, async () => {
     await signIn(bob, '/approvals');
     await openFromApprovals(bob.page, ids.approved, J1);
@@ -385,6 +593,11 @@ try {
     await bob.page.locator(`a[href^="/requests/${ids.approved}"]`).first().waitFor();
     await showsLiterally(bob.page, 'alice');
     await shot(bob.page, '09-active-access');
+  });
+
+  await step('accessibility: active access and an active request', null, async () => {
+    await audit(bobA, '/active', '/active (a grant active)');
+    await audit(aliceA, `/requests/${ids.approved}`, 'request (active)');
   });
 
   const alice2 = await alice.newPage();
@@ -478,6 +691,13 @@ try {
     await shot(alice2, '16-dashboard');
   });
 
+  await step('accessibility: the dashboard, my requests, ended and rejected requests', null, async () => {
+    await audit(aliceA, '/', 'dashboard');
+    await audit(aliceA, '/requests', '/requests');
+    await audit(aliceA, `/requests/${ids.approved}`, 'request (ended)');
+    await audit(aliceA, `/requests/${ids.rejected}`, 'request (rejected)');
+  });
+
   await step('alice signs out', alice2, async () => {
     await Promise.all([alice2.waitForURL(`${BASE}/`), alice2.locator('header').getByRole('button', { name: 'Sign out' }).click()]);
     await alice2.locator('input[name=login_hint]').waitFor();
@@ -539,6 +759,18 @@ try {
     await shot(dave.page, '20-admin');
   });
 
+  await step('accessibility: audit, insights and administration', null, async () => {
+    const daveA = await auditor('dave', '/audit');
+    await audit(daveA, '/audit', '/audit');
+    await audit(daveA, `/audit/requests/${ids.approved}`, '/audit/requests/{id}');
+    await audit(daveA, '/insights', '/insights');
+    await audit(daveA, '/admin', '/admin');
+    const q = new URL(BASE + formPath).searchParams;
+    await audit(daveA, `/admin/who?target=${encodeURIComponent(q.get('target'))}&resource=${encodeURIComponent(q.get('resource'))}` +
+      `&role=${encodeURIComponent(q.get('role'))}`, '/admin/who');
+    await audit(daveA, '/admin/user?name=alice', '/admin/user');
+  });
+
   await step('every page was checked for its Content-Security-Policy', null, async () => {
     const expected = ['/', '/request', '/request/new', '/requests', '/requests/{id}', '/approvals', '/active',
       '/audit', '/audit/requests/{id}', '/insights', '/admin'];
@@ -571,6 +803,8 @@ await browser.close().catch(() => {});
 
 const total = Date.now() - started;
 log(`pages checked for CSP: ${[...pagesChecked].sort().join(' ')}`);
+log(`accessibility (axe-core, ${AXE_TAGS.join(' ')}): ${a11yAudited.length} pages audited, ` +
+  `${a11yWarnings.length} moderate or minor violation(s) (warnings above)`);
 log(`${exitCode === 0 ? 'all steps passed' : 'FAILED'} in ${(total / 1000).toFixed(1)} s`);
-console.log(`E2E-RESULT ${JSON.stringify({ ok: exitCode === 0, ids, bugs, timings, total_ms: total })}`);
+console.log(`E2E-RESULT ${JSON.stringify({ ok: exitCode === 0, ids, bugs, timings, a11y_audited: a11yAudited, total_ms: total })}`);
 process.exit(exitCode);

@@ -5,6 +5,11 @@
 //! alice watches her grant go active and end, deactivates and cancels,
 //! dave audits. Screenshots of every page are saved on each run.
 //!
+//! Every main page is also audited for accessibility with axe-core (WCAG
+//! 2.0/2.1 A and AA; a serious or critical violation fails the test) in
+//! browser contexts of its own, and the request form is used with the
+//! keyboard alone (see `e2e/flow.mjs`).
+//!
 //! Needs `/usr/bin/chromium` (or `ELEVATE_CHROMIUM`) and `e2e/node_modules`
 //! (`bash scripts/test.sh` installs both); without them the test fails and
 //! says so. `ELEVATE_SCREENSHOTS=DIR` puts the screenshots in DIR (see
@@ -54,13 +59,18 @@ fn prerequisites() -> Result<PathBuf> {
          `bash scripts/test.sh` installs it (apt-get install chromium)",
         chromium.display()
     );
-    let driver = e2e_dir().join("node_modules/playwright-core/package.json");
-    ensure!(
-        driver.is_file(),
-        "{} not found: `bash scripts/test.sh` installs the browser test's npm packages \
-         (or run `npm ci` in e2e/)",
-        driver.display()
-    );
+    for package in ["playwright-core", "axe-core"] {
+        let installed = e2e_dir()
+            .join("node_modules")
+            .join(package)
+            .join("package.json");
+        ensure!(
+            installed.is_file(),
+            "{} not found: `bash scripts/test.sh` installs the browser test's npm packages \
+             (or run `npm ci` in e2e/)",
+            installed.display()
+        );
+    }
     Ok(chromium)
 }
 
@@ -177,8 +187,13 @@ async fn people_request_approve_watch_and_audit_access_in_a_real_browser() -> Re
         verify["ok"], true,
         "the audit chain does not verify: {verify}"
     );
+    let audited = result["a11y_audited"].as_array().map_or(0, Vec::len);
+    ensure!(
+        audited > 0,
+        "the flow audited no page for accessibility: {result}"
+    );
     println!(
-        "web_e2e: browser flow {:.1} s, whole test {:.1?}",
+        "web_e2e: browser flow {:.1} s ({audited} pages audited for accessibility), whole test {:.1?}",
         result["total_ms"].as_f64().unwrap_or_default() / 1000.0,
         started.elapsed()
     );

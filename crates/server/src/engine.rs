@@ -63,6 +63,10 @@ pub struct Broker {
     pub retry_max_backoff: Duration,
     /// `serve --dev`: the sign-in page lists the demo tokens.
     pub demo: bool,
+    /// The last audit-chain check the audit page made, and when: walking
+    /// a long chain on every page view would make the page slow, and
+    /// concurrent views wait for one walk instead of starting their own.
+    pub audit_checked: tokio::sync::Mutex<Option<(Timestamp, elevate_store::Verification)>>,
 }
 
 /// A request as the API asks for it, still unparsed.

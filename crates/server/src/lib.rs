@@ -167,6 +167,7 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
         worker_wake: Notify::new(),
         retry_max_backoff: Duration::from_secs(config.settings.retry_max_backoff.secs()),
         demo: config.settings.demo,
+        audit_checked: tokio::sync::Mutex::new(None),
     })
 }
 

@@ -293,7 +293,7 @@ async fn audit_page(State(b): State<AppState>, v: Viewer, RawQuery(query): RawQu
         }
     };
     let before = search.before_seq;
-    let verification = b.store.verify_audit().await;
+    let verification = chain_check(&b, form.get("verify") == Some("now")).await;
     let events = match b
         .store
         .search_audit(&AuditSearch {
@@ -341,18 +341,46 @@ async fn audit_page(State(b): State<AppState>, v: Viewer, RawQuery(query): RawQu
 }
 
 /// Whether the hash chain still verifies, shown above everything else.
-fn chain_status(result: Result<Verification, elevate_store::StoreError>) -> Markup {
+/// How long the audit page reuses a chain check before walking the chain
+/// again (the page says when it checked, and can check now).
+const CHAIN_CHECK_REUSE_SECS: i64 = 60;
+
+/// The audit chain's verification: the last one if recent (and not
+/// `fresh`), otherwise a new walk of the whole chain.
+async fn chain_check(
+    b: &AppState,
+    fresh: bool,
+) -> Result<(Timestamp, Verification), elevate_store::StoreError> {
+    let mut last = b.audit_checked.lock().await;
+    let now = chrono::Utc::now();
+    if let Some((at, v)) = last.as_ref() {
+        if !fresh && (now - *at).num_seconds() < CHAIN_CHECK_REUSE_SECS {
+            return Ok((*at, v.clone()));
+        }
+    }
+    let v = b.store.verify_audit().await?;
+    *last = Some((now, v.clone()));
+    Ok((now, v))
+}
+
+fn chain_status(result: Result<(Timestamp, Verification), elevate_store::StoreError>) -> Markup {
+    let checked = |at: Timestamp| {
+        html! {
+            " Checked " (super::time(at)) ". " a href="/audit?verify=now" { "Check again now" }
+        }
+    };
     match result {
-        Ok(v) if v.ok => html! {
+        Ok((at, v)) if v.ok => html! {
             p.notice.ok role="status" {
                 strong { "Audit chain verified." }
                 " All " (v.events) " events link to the one before them and match their hashes."
                 @if let Some(head) = &v.head {
                     " Head hash: " code title=(head) { (head.get(..16).unwrap_or(head)) "…" }
                 }
+                (checked(at))
             }
         },
-        Ok(v) => html! {
+        Ok((at, v)) => html! {
             div.notice.error role="alert" {
                 p {
                     strong { "Audit chain broken" }
@@ -369,6 +397,7 @@ fn chain_status(result: Result<Verification, elevate_store::StoreError>) -> Mark
                         a href={"/audit?before=" (seq.saturating_add(1))} { "Show the events up to the break" }
                     }
                 }
+                p { (checked(at)) }
             }
         },
         Err(e) => {

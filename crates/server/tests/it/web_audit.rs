@@ -442,6 +442,37 @@ async fn an_edited_event_shows_the_chain_broken_where_it_was_edited() -> Result<
     Ok(())
 }
 
+/// The page reuses a chain check for a minute (walking a long chain on
+/// every view would make it slow), says when it checked, and checks again
+/// on demand: an edit made after a check shows at the next one.
+#[tokio::test]
+async fn the_chain_check_says_when_it_ran_and_runs_again_on_demand() -> Result<()> {
+    use sqlx::Connection;
+    let env = env().await?;
+    let dave = signed_in(&env.app, "dave").await?;
+    let (_, html) = page(&env.app, &dave, "/audit").await?;
+    ensure!(html.contains("Audit chain verified."), "{html}");
+    ensure!(html.contains("Checked <time"), "when it checked: {html}");
+    ensure!(html.contains("href=\"/audit?verify=now\""), "{html}");
+
+    let url = format!("sqlite://{}", env.app.db_path.display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await?;
+    sqlx::query(r#"UPDATE audit SET actor = 'user:mallory' WHERE seq = 1"#)
+        .execute(&mut db)
+        .await?;
+    db.close().await?;
+
+    let (_, html) = page(&env.app, &dave, "/audit?verify=now").await?;
+    ensure!(
+        html.contains("<strong>Audit chain broken</strong> at event 1."),
+        "a check on demand walks the chain again: {html}"
+    );
+    // And that result is what the next views show.
+    let (_, html) = page(&env.app, &dave, "/audit").await?;
+    ensure!(!html.contains("Audit chain verified."), "{html}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_request_timeline_lists_its_events_in_order() -> Result<()> {
     let env = env().await?;

@@ -334,6 +334,28 @@ pub fn message_page(
     )
 }
 
+/// "Sign in again, strongly": a refusal for want of a step-up, with the
+/// sign-in that satisfies it, returning to `back`. 403 rather than the
+/// API's 401: the session itself is fine.
+pub fn step_up_page(v: &Viewer, message: &str, back: &str) -> Response {
+    let login = format!(
+        "/auth/login?step_up=1&next={}",
+        crate::oidc::url_encode(back)
+    );
+    page_with_status(
+        Some(v),
+        Nav::None,
+        StatusCode::FORBIDDEN,
+        "A fresh sign-in is needed",
+        html! {
+            p.notice.warn role="alert" { (message) }
+            p { a.button href=(login) { "Sign in again with multi-factor authentication" } }
+            p.muted { "Code: " code { "step_up_required" } ". Nothing was changed; after signing in, do it again." }
+            p { a href=(back) { "Back" } }
+        },
+    )
+}
+
 /// A refusal or failure from the broker, as a page with the same status
 /// and code the API would give.
 pub fn error_page(v: Option<&Viewer>, e: &ApiError) -> Response {

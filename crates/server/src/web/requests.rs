@@ -544,6 +544,13 @@ async fn act(
                 .unwrap_or_else(|| format!("/requests/{id}?done={done}"));
             redirect(&back)
         }
+        // A decision that needs a fresh multi-factor sign-in: offer it,
+        // coming back to the request to decide again.
+        Err(e) if e.code() == "step_up_required" => super::step_up_page(
+            &v,
+            &e.message(),
+            &format!("/requests/{}", crate::oidc::url_encode(&id)),
+        ),
         Err(e) => error_page(Some(&v), &e),
     }
 }

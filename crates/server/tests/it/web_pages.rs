@@ -511,3 +511,76 @@ async fn the_eligible_api_filters_and_pages_like_the_picker() -> Result<()> {
     }
     Ok(())
 }
+
+/// An approval policy with `step_up = true`: bob, signed in without MFA,
+/// is sent to a fresh multi-factor sign-in from the page and comes back to
+/// the request, where his approval then counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_that_needs_a_step_up_offers_the_sign_in_and_then_counts() -> Result<()> {
+    use crate::oidc_common::{read_prod, OidcEnv};
+    let env = OidcEnv::start_with("step_up = true").await?;
+    let alice = env.sign_in("alice", false).await?;
+    let (_, me) = env.me(&alice).await?;
+    let csrf = me["csrf_token"].as_str().context("csrf")?.to_owned();
+    let (status, created) = env
+        .session_post(
+            &alice,
+            "/api/v1/requests",
+            read_prod("障害対応"),
+            Some(&csrf),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().context("id")?.to_owned();
+
+    let bob = env.sign_in("bob", false).await?;
+    let page_of = |b: Browser, path: String| {
+        let url = format!("{}{path}", env.app.url);
+        async move {
+            let r = b.get(&url).await?;
+            let status = r.status();
+            Ok::<_, anyhow::Error>((status, r.text().await?))
+        }
+    };
+    let (_, html) = page_of(bob.clone(), format!("/requests/{id}")).await?;
+    let token = csrf_of(&html)?;
+    let approve = format!("{}/requests/{id}/approve", env.app.url);
+    let resp = bob
+        .post_form(&approve, &[("csrf", &token), ("comment", "ok")])
+        .await?;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let html = resp.text().await?;
+    assert!(html.contains("step_up_required"), "{html}");
+    let login = format!("/auth/login?step_up=1&amp;next=%2Frequests%2F{id}");
+    assert!(html.contains(&login), "{html}");
+    let shown = |b: Browser| {
+        let url = format!("{}/api/v1/requests/{id}", env.app.url);
+        async move { Ok::<_, anyhow::Error>(b.get(&url).await?.json::<serde_json::Value>().await?) }
+    };
+    assert_eq!(
+        shown(alice.clone()).await?["approvals"],
+        serde_json::json!([])
+    );
+
+    // The offered sign-in, with MFA, comes back to the request.
+    let back = bob
+        .follow_until(
+            &format!(
+                "{}/auth/login?step_up=1&next=%2Frequests%2F{id}&login_hint=bob",
+                env.app.url
+            ),
+            &format!("{}/requests/", env.app.url),
+        )
+        .await?;
+    assert!(back.ends_with(&format!("/requests/{id}")), "{back}");
+    let (_, html) = page_of(bob.clone(), format!("/requests/{id}")).await?;
+    let token = csrf_of(&html)?;
+    let resp = bob
+        .post_form(&approve, &[("csrf", &token), ("comment", "ok")])
+        .await?;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let after = shown(alice.clone()).await?;
+    assert_eq!(after["approvals"][0]["by"], "bob", "{after}");
+    assert_ne!(after["state"], "pending", "{after}");
+    Ok(())
+}

@@ -12,8 +12,9 @@
 //! Measured, `BENCH_ROUNDS` (30) times each, one at a time:
 //! - in process, `Catalog::browse_eligible` (what the page calls) for the
 //!   first page unfiltered, a text search, a role + tag filter, the last
-//!   page; and `Catalog::eligible_roles` (everything materialised) beside
-//!   it for comparison;
+//!   page; `Catalog::eligible_roles` (everything materialised in a map)
+//!   and `browse_eligible` to the end (what the unpaged
+//!   `GET /api/v1/eligible` builds) beside them for comparison;
 //! - over HTTP with a signed-in browser session, `GET /request` with the
 //!   same filters (lookup + HTML rendering + transfer), and the request
 //!   form of one choice.
@@ -156,6 +157,17 @@ async fn run() -> Result<serde_json::Value> {
     let (ms, total) = time_it(&|| catalog.eligible_roles(&alice, now).len());
     core.insert(
         "eligible_roles_all".into(),
+        json!({"ms": stats(ms), "matches": total}),
+    );
+    // What the unpaged API answers with: the same walk, to the end.
+    let (ms, total) = time_it(&|| {
+        catalog
+            .browse_eligible(&alice, now, &BrowseFilter::default(), 0, usize::MAX)
+            .entries
+            .len()
+    });
+    core.insert(
+        "browse_all".into(),
         json!({"ms": stats(ms), "matches": total}),
     );
 

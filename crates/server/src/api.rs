@@ -469,8 +469,16 @@ async fn eligible(
         || q.limit.is_some()
         || q.offset.is_some();
     if !paged {
-        let all = b.catalog.eligible_roles(&p, now);
-        return Ok(Json(json!({ "total": all.len(), "eligible": all })));
+        // The same walk as a page, to the end: path order, and faster than
+        // collecting into a map first.
+        let all = b.catalog.browse_eligible(
+            &p,
+            now,
+            &elevate_core::browse::BrowseFilter::default(),
+            0,
+            usize::MAX,
+        );
+        return Ok(Json(json!({ "total": all.total, "eligible": all.entries })));
     }
     let limit = limit(q.limit)? as usize;
     let offset = usize::try_from(q.offset.unwrap_or(0)).unwrap_or(usize::MAX);

@@ -151,6 +151,16 @@ impl Store {
         row.as_ref().map(identity).transpose()
     }
 
+    /// People who signed in through the identity provider, by user name,
+    /// at most `limit` of them.
+    pub async fn identities(&self, limit: i64) -> Result<Vec<Identity>> {
+        let rows = sqlx::query(&format!("{SELECT_IDENTITY} ORDER BY user_name LIMIT ?"))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(identity).collect()
+    }
+
     pub async fn identity_by_user(&self, user_name: &str) -> Result<Option<Identity>> {
         let row = sqlx::query(&format!("{SELECT_IDENTITY} WHERE user_name = ?"))
             .bind(user_name)

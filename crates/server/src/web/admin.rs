@@ -47,6 +47,10 @@ const MEMBERS_SHOWN: usize = 50;
 /// Grants loaded to find who holds something now.
 const GRANTS_LOADED: i64 = 10_000;
 
+/// People who signed in through the identity provider considered when
+/// expanding groups; the page says when there were more.
+const IDENTITIES_LOADED: i64 = 10_000;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin", get(overview))
@@ -585,8 +589,28 @@ async fn who(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery) -> R
             }
         }
     }
-    let mut signed_in: HashMap<UserName, Principal> = HashMap::new();
-    for u in named.into_iter().take(SHOWN) {
+    // Everyone who signed in through the identity provider, with the
+    // groups they had then: group members elevate can name.
+    let mut signed_in: HashMap<UserName, Principal> =
+        match b.store.identities(IDENTITIES_LOADED).await {
+            Ok(list) => list
+                .into_iter()
+                .filter_map(|i| {
+                    let name = UserName::parse(&i.user_name).ok()?;
+                    let profile: crate::identity::Profile =
+                        serde_json::from_str(&i.profile).ok()?;
+                    Some((name.clone(), profile.principal(name)))
+                })
+                .collect(),
+            Err(e) => return error_page(Some(&v), &e.into()),
+        };
+    let identities_cut = signed_in.len() as i64 >= IDENTITIES_LOADED;
+    let unknown: Vec<&UserName> = named
+        .into_iter()
+        .filter(|u| !signed_in.contains_key(*u))
+        .take(SHOWN)
+        .collect();
+    for u in unknown {
         match b.person(u).await {
             Ok(Some(p)) => {
                 signed_in.insert(u.clone(), p);
@@ -615,7 +639,7 @@ async fn who(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery) -> R
                     .is_some_and(|list| list.iter().any(|e| e.conditions_hold(p)))
             })
     };
-    let members = members_by_group(&b);
+    let members = members_by_group(b.directory.users().chain(signed_in.values()));
     let people: BTreeSet<&UserName> = b
         .directory
         .users()
@@ -707,6 +731,9 @@ async fn who(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery) -> R
             "Configured users, and people who signed in through the identity provider when an "
             "eligibility names them; group members at the identity provider are known only "
             "once they have signed in, with the groups they had then."
+            @if identities_cut {
+                " Only the first " (IDENTITIES_LOADED) " people who signed in were considered."
+            }
         }
         h2 { "Held now (" (holders.len()) ")" }
         @if holders.is_empty() {
@@ -719,10 +746,13 @@ async fn who(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery) -> R
     page(Some(&v), Nav::Admin, title, body)
 }
 
-/// Configured users by group, computed once per page.
-fn members_by_group(b: &Broker) -> HashMap<&GroupName, Vec<&UserName>> {
+/// Known people by group (configured users and people who signed in
+/// through the identity provider), computed once per page.
+fn members_by_group<'a>(
+    people: impl Iterator<Item = &'a Principal>,
+) -> HashMap<&'a GroupName, Vec<&'a UserName>> {
     let mut members: HashMap<&GroupName, Vec<&UserName>> = HashMap::new();
-    for p in b.directory.users() {
+    for p in people {
         for g in &p.groups {
             members.entry(g).or_default().push(&p.name);
         }
@@ -750,7 +780,7 @@ fn subject_list(
                     Subject::Group(g) => {
                         @let members = members.get(g).map(Vec::as_slice).unwrap_or_default();
                         @if members.is_empty() {
-                            " " span.muted { "(no configured user is a member)" }
+                            " " span.muted { "(no member known to elevate)" }
                         } @else {
                             " (members known to elevate: "
                             (joined(members.iter().take(MEMBERS_SHOWN)))

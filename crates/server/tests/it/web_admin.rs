@@ -376,3 +376,62 @@ async fn admins_ask_what_a_person_is_eligible_for() -> Result<()> {
     ensure!(html.contains("No user named"));
     Ok(())
 }
+
+/// With an identity provider, group members are the people who signed in
+/// with that group: "who can get it?" names them, and only those whose
+/// attributes meet the eligibility's conditions can request it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_can_get_a_role_names_the_provider_group_members_who_signed_in() -> anyhow::Result<()> {
+    use crate::oidc_common::{users_with_dave, OidcEnv};
+    let env = OidcEnv::start_for(users_with_dave(), |t| t).await?;
+    // alice (department sre) and erin (marketing) are developers; carol
+    // never signs in.
+    env.sign_in("alice", false).await?;
+    env.sign_in("erin", false).await?;
+    let dave = env.sign_in("dave", false).await?;
+    let get = |path: &str| {
+        let url = format!("{}{path}", env.app.url);
+        let b = dave.clone();
+        async move {
+            let r = b.get(&url).await?;
+            Ok::<_, anyhow::Error>((r.status(), r.text().await?))
+        }
+    };
+    let (status, html) = get("/admin/who?target=demo&resource=orders&role=orders_writer").await?;
+    assert_eq!(status, reqwest::StatusCode::OK, "{html}");
+    assert!(
+        html.contains("members known to elevate: alice, erin"),
+        "{html}"
+    );
+    let people = html
+        .split("People who can request it now")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_default()
+        .to_owned();
+    // Writing needs department sre: alice, not erin.
+    assert!(people.starts_with(" (1)"), "{people}");
+    assert!(
+        people.contains("alice") && !people.contains("erin"),
+        "{people}"
+    );
+
+    let (_, html) = get("/admin/who?target=demo&resource=orders&role=orders_reader").await?;
+    let people = html
+        .split("People who can request it now")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(people.starts_with(" (2)"), "{people}");
+    assert!(
+        !people.contains("carol") && !people.contains("dave"),
+        "{people}"
+    );
+    // The approvers' group: nobody from it has signed in.
+    assert!(
+        html.contains("group:dba <span class=\"muted\">(no member known to elevate)</span>"),
+        "{html}"
+    );
+    Ok(())
+}

@@ -377,6 +377,15 @@ async fn admins_ask_what_a_person_is_eligible_for() -> Result<()> {
     Ok(())
 }
 
+/// The "People who can request it now" heading and list of a who page.
+fn people_section(html: &str) -> String {
+    html.split("People who can request it now")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// With an identity provider, group members are the people who signed in
 /// with that group: "who can get it?" names them, and only those whose
 /// attributes meet the eligibility's conditions can request it now.
@@ -403,12 +412,7 @@ async fn who_can_get_a_role_names_the_provider_group_members_who_signed_in() -> 
         html.contains("members known to elevate: alice, erin"),
         "{html}"
     );
-    let people = html
-        .split("People who can request it now")
-        .nth(1)
-        .and_then(|rest| rest.split("</p>").next())
-        .unwrap_or_default()
-        .to_owned();
+    let people = people_section(&html);
     // Writing needs department sre: alice, not erin.
     assert!(people.starts_with(" (1)"), "{people}");
     assert!(
@@ -417,12 +421,7 @@ async fn who_can_get_a_role_names_the_provider_group_members_who_signed_in() -> 
     );
 
     let (_, html) = get("/admin/who?target=demo&resource=orders&role=orders_reader").await?;
-    let people = html
-        .split("People who can request it now")
-        .nth(1)
-        .and_then(|rest| rest.split("</p>").next())
-        .unwrap_or_default()
-        .to_owned();
+    let people = people_section(&html);
     assert!(people.starts_with(" (2)"), "{people}");
     assert!(
         !people.contains("carol") && !people.contains("dave"),

@@ -72,7 +72,9 @@ fn default_quorum() -> u32 {
 struct ServerSection {
     #[serde(default = "default_listen")]
     listen: String,
-    /// `sqlite://PATH` (created if missing) or a plain path.
+    /// `sqlite://PATH` (created if missing), a plain path, or
+    /// `postgres://USER@HOST:PORT/DATABASE` for replicas sharing one
+    /// PostgreSQL.
     #[serde(default = "default_database")]
     database: String,
     /// Largest request body the API accepts.
@@ -81,6 +83,10 @@ struct ServerSection {
     /// Longest wait between two attempts of a failing provider call.
     #[serde(default)]
     retry_max_backoff: Option<String>,
+    /// How long a claimed provider job stays reserved for the replica that
+    /// claimed it; a replica that dies holds its jobs this long.
+    #[serde(default)]
+    job_lease: Option<String>,
     /// The address people reach elevate at (`https://elevate.example.com`):
     /// sign-in redirects come back to it, and session cookies are marked
     /// Secure when it is https. Defaults to `http://` + `listen`.
@@ -95,6 +101,7 @@ impl Default for ServerSection {
             database: default_database(),
             max_body_bytes: default_body_limit(),
             retry_max_backoff: None,
+            job_lease: None,
             public_url: None,
         }
     }
@@ -305,6 +312,8 @@ pub struct Settings {
     pub database: String,
     pub max_body_bytes: usize,
     pub retry_max_backoff: Span,
+    /// See `ServerSection::job_lease`.
+    pub job_lease: Span,
     /// Base URL without a trailing slash; `None`: `http://` + the address
     /// elevate listens on.
     pub public_url: Option<String>,
@@ -979,6 +988,26 @@ impl Checker {
             Some(raw) => self.span(None, "server.", "retry_max_backoff", raw),
             None => Some(Span::from_secs(60)),
         };
+        if let Err(e) = elevate_store::Engine::of_url(&s.database) {
+            self.error(None, "server.database", e.to_string());
+        }
+        let lease = match &s.job_lease {
+            Some(raw) => self
+                .span(None, "server.", "job_lease", raw)
+                .and_then(|span| {
+                    if (2..=3600).contains(&span.secs()) {
+                        Some(span)
+                    } else {
+                        self.error(
+                            None,
+                            "server.job_lease",
+                            "must be between 2s and 1h: provider calls get half of it",
+                        );
+                        None
+                    }
+                }),
+            None => Some(Span::from_secs(60)),
+        };
         let listen = listen?;
         let public_url = match &s.public_url {
             Some(raw) => {
@@ -1006,6 +1035,7 @@ impl Checker {
             database: s.database.clone(),
             max_body_bytes: s.max_body_bytes,
             retry_max_backoff: backoff?,
+            job_lease: lease?,
             public_url,
             demo: false,
         })

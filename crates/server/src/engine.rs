@@ -41,8 +41,6 @@ const START_SLACK_SECS: i64 = 60;
 /// The longest the scheduler and the worker sleep without looking again.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
 
-/// How long a claimed job is reserved for the worker that claimed it.
-const JOB_LEASE: Duration = Duration::from_secs(60);
 
 pub struct Broker {
     pub store: Store,
@@ -61,6 +59,10 @@ pub struct Broker {
     pub worker_wake: Notify,
     /// Upper bound of the wait between two attempts of a failing job.
     pub retry_max_backoff: Duration,
+    /// How long a claimed job is reserved for this replica. Provider calls
+    /// are cut off at half of it, so a job is never claimed a second time
+    /// while its first call could still land.
+    pub job_lease: Duration,
     /// `serve --dev`: the sign-in page lists the demo tokens.
     pub demo: bool,
     /// The last audit-chain check the audit page made, and when: walking
@@ -658,6 +660,11 @@ impl Broker {
 
     // ---- worker ---------------------------------------------------------
 
+    /// Provider calls end well inside the lease (see `job_lease`).
+    fn call_limit(&self) -> Duration {
+        PROVIDER_CALL_LIMIT.min(self.job_lease / 2)
+    }
+
     fn backoff(&self, attempts: i64) -> Duration {
         let base_ms = 500u64.saturating_mul(1u64 << attempts.clamp(0, 20));
         let capped = base_ms.min(self.retry_max_backoff.as_millis() as u64);
@@ -673,7 +680,7 @@ impl Broker {
         now: Timestamp,
         limit: usize,
     ) -> Result<usize, ApiError> {
-        let jobs = self.store.claim_jobs(now, JOB_LEASE, limit).await?;
+        let jobs = self.store.claim_jobs(now, self.job_lease, limit).await?;
         let count = jobs.len();
         let mut running = tokio::task::JoinSet::new();
         for job in jobs {
@@ -737,7 +744,7 @@ impl Broker {
                     // that is over) takes care of the target.
                     Done::Drop
                 } else {
-                    match bounded(provider.apply(&spec)).await {
+                    match bounded(self.call_limit(), provider.apply(&spec)).await {
                         Ok(()) => Done::Applied,
                         Err(ProviderError::Permanent(reason)) => Done::Refused(reason),
                         Err(e) => Done::Retry(e.to_string()),
@@ -754,7 +761,7 @@ impl Broker {
                     .await
                 {
                     Ok(Some(holder)) => Done::Kept(holder),
-                    Ok(None) => match bounded(provider.remove(&spec)).await {
+                    Ok(None) => match bounded(self.call_limit(), provider.remove(&spec)).await {
                         Ok(()) => Done::Removed,
                         // A removal is never given up: access left behind
                         // is the failure this tool exists to prevent.
@@ -779,11 +786,26 @@ impl Broker {
         let mut tx = self.store.begin().await?;
         for Outcome { job, result } in &outcomes {
             let kind = job.kind;
-            let (outcome, error) = match result {
-                Done::Drop => {
-                    tx.finish_job(job).await?;
-                    continue;
+            // The job row goes first: if its lease ran out and another
+            // replica claimed it again, that replica owns the outcome and
+            // this one records nothing (no second attempt row, no second
+            // state change).
+            let held = match result {
+                Done::Retry(error) => {
+                    let run_at = now
+                        + chrono::Duration::from_std(self.backoff(job.attempts))
+                            .unwrap_or_default();
+                    tx.retry_job(job, run_at, error).await?
                 }
+                _ => tx.finish_job(job).await?,
+            };
+            if !held {
+                tracing::warn!(request = %job.request_id, job = kind.as_str(), "job lease ran out before its outcome was recorded; the replica that claimed it again records it");
+                self.metrics.job_attempt(kind.as_str(), "lease_lost");
+                continue;
+            }
+            let (outcome, error) = match result {
+                Done::Drop => continue,
                 Done::Applied | Done::Removed => ("ok", None),
                 Done::Kept(holder) => (
                     "skipped",
@@ -797,12 +819,8 @@ impl Broker {
             self.metrics.job_attempt(kind.as_str(), outcome);
             if let Done::Retry(error) = result {
                 tracing::warn!(request = %job.request_id, job = kind.as_str(), attempt = job.attempts + 1, error = %error, "provider call failed; will retry");
-                let run_at = now
-                    + chrono::Duration::from_std(self.backoff(job.attempts)).unwrap_or_default();
-                tx.retry_job(job, run_at, error).await?;
                 continue;
             }
-            tx.finish_job(job).await?;
             let Some(current) = tx.get_request(&job.request_id).await? else {
                 continue;
             };
@@ -822,7 +840,7 @@ impl Broker {
             }
         }
         let next = if claim > 0 {
-            tx.claim_jobs(Utc::now(), JOB_LEASE, claim).await?
+            tx.claim_jobs(Utc::now(), self.job_lease, claim).await?
         } else {
             Vec::new()
         };
@@ -843,7 +861,7 @@ impl Broker {
             if running.len() < CONCURRENCY {
                 match self
                     .store
-                    .claim_jobs(Utc::now(), JOB_LEASE, CONCURRENCY - running.len())
+                    .claim_jobs(Utc::now(), self.job_lease, CONCURRENCY - running.len())
                     .await
                 {
                     Ok(jobs) => {
@@ -894,21 +912,19 @@ impl Broker {
     }
 }
 
-/// Longest a provider call may take. Well under [`JOB_LEASE`], so a job is
-/// never claimed a second time while its first call could still land.
+/// Longest a provider call may take with the default lease.
 const PROVIDER_CALL_LIMIT: Duration = Duration::from_secs(30);
 
 async fn bounded(
+    limit: Duration,
     call: impl std::future::Future<Output = Result<(), ProviderError>>,
 ) -> Result<(), ProviderError> {
-    tokio::time::timeout(PROVIDER_CALL_LIMIT, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ProviderError::Retryable(format!(
-                "the target did not answer within {}s",
-                PROVIDER_CALL_LIMIT.as_secs()
-            )))
-        })
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(ProviderError::Retryable(format!(
+            "the target did not answer within {}s",
+            limit.as_secs_f64()
+        )))
+    })
 }
 
 /// What a provider call came to.

@@ -102,9 +102,14 @@ async fn check_identity_provider(oidc: Arc<oidc::Oidc>) {
 pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
     let store = Store::open(&config.settings.database)
         .await
-        .with_context(|| format!("cannot open the database {}", config.settings.database))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                elevate_store::redact_url(&config.settings.database)
+            )
+        })?;
     // Single process owns the SQLite file: leases left by a crashed run
-    // would only delay catching up.
+    // would only delay catching up (a no-op on a shared PostgreSQL store).
     let released = store.release_all_leases().await?;
     if released > 0 {
         tracing::info!(jobs = released, "released jobs held by a previous run");
@@ -166,6 +171,7 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
         scheduler_wake: Notify::new(),
         worker_wake: Notify::new(),
         retry_max_backoff: Duration::from_secs(config.settings.retry_max_backoff.secs()),
+        job_lease: Duration::from_secs(config.settings.job_lease.secs()),
         demo: config.settings.demo,
         audit_checked: tokio::sync::Mutex::new(None),
     })
@@ -209,6 +215,24 @@ pub async fn start(mut config: Config, listener: Option<TcpListener>) -> anyhow:
             done.wait().await;
         });
     }
+    // Other replicas on the same PostgreSQL announce new jobs and moved
+    // deadlines; without this a deadline set through another replica would
+    // wait for the next idle re-check here.
+    let woken = broker.clone();
+    let done = shutdown.clone();
+    tasks.spawn(async move {
+        let wake = || {
+            woken.scheduler_wake.notify_one();
+            woken.worker_wake.notify_one();
+        };
+        tokio::select! {
+            _ = woken.store.watch_wakeups(wake) => {}
+            _ = done.wait() => return,
+        }
+        // SQLite: nothing to watch. Ending early would read as "a
+        // background task died".
+        done.wait().await;
+    });
     tasks.spawn(broker.clone().run_scheduler(shutdown.clone()));
     tasks.spawn(broker.clone().run_worker(shutdown.clone()));
     let app = api::router(broker.clone(), config.settings.max_body_bytes);

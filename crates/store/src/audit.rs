@@ -16,7 +16,7 @@ use elevate_core::request::Event;
 use elevate_core::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use crate::{from_millis, to_millis, Result, Store, StoreError};
 
@@ -72,7 +72,7 @@ fn link_hash(
 }
 
 pub(crate) async fn append(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     event: &Event,
 ) -> Result<AuditRecord> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
@@ -99,7 +99,7 @@ pub(crate) async fn append(
         &details,
     );
     sqlx::query(
-        "INSERT INTO audit (seq, at, actor, action, request_id, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit (seq, at, actor, action, request_id, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(seq)
     .bind(at_ms)
@@ -112,7 +112,7 @@ pub(crate) async fn append(
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2)
          ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
     )
     .bind(seq)
@@ -188,7 +188,7 @@ struct Link {
 }
 
 impl Link {
-    fn read(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<Link, sqlx::Error> {
+    fn read(row: &sqlx::any::AnyRow) -> std::result::Result<Link, sqlx::Error> {
         Ok(Link {
             seq: row.try_get(0)?,
             at: row.try_get(1)?,
@@ -202,7 +202,7 @@ impl Link {
     }
 }
 
-fn record(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord> {
+fn record(row: &sqlx::any::AnyRow) -> Result<AuditRecord> {
     let link = Link::read(row)
         .map_err(|e| StoreError::Corrupt(format!("an audit event cannot be read: {e}")))?;
     Ok(AuditRecord {
@@ -231,32 +231,34 @@ impl Store {
         let mut sql = String::from(
             "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit WHERE 1=1",
         );
+        let mut n = crate::Params::default();
         if search.since.is_some() {
-            sql.push_str(" AND at >= ?");
+            sql.push_str(&format!(" AND at >= {}", n.next()));
         }
         if search.until.is_some() {
-            sql.push_str(" AND at < ?");
+            sql.push_str(&format!(" AND at < {}", n.next()));
         }
         if search.actor.is_some() {
-            sql.push_str(" AND actor = ?");
+            sql.push_str(&format!(" AND actor = {}", n.next()));
         }
         if search.action.is_some() {
-            sql.push_str(" AND action = ?");
+            sql.push_str(&format!(" AND action = {}", n.next()));
         }
         if search.request.is_some() {
-            sql.push_str(" AND request_id = ?");
+            sql.push_str(&format!(" AND request_id = {}", n.next()));
         }
         if search.before_seq.is_some() {
-            sql.push_str(" AND seq < ?");
+            sql.push_str(&format!(" AND seq < {}", n.next()));
         }
         if search.after_seq.is_some() {
-            sql.push_str(" AND seq > ?");
+            sql.push_str(&format!(" AND seq > {}", n.next()));
         }
         sql.push_str(if search.newest_first {
-            " ORDER BY seq DESC LIMIT ?"
+            " ORDER BY seq DESC"
         } else {
-            " ORDER BY seq LIMIT ?"
+            " ORDER BY seq"
         });
+        sql.push_str(&format!(" LIMIT {}", n.next()));
         let mut q = sqlx::query(&sql);
         if let Some(s) = search.since {
             q = q.bind(to_millis(s));
@@ -299,11 +301,17 @@ impl Store {
         // One read transaction: the pages and the head come from the same
         // snapshot, so events appended meanwhile cannot look like tampering.
         let mut snapshot = self.pool().begin().await?;
+        if self.engine() == crate::Engine::Postgres {
+            // PostgreSQL's default gives each statement a new snapshot.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *snapshot)
+                .await?;
+        }
         // Read in pages so verifying a long history needs little memory.
         let mut after = 0_i64;
         loop {
             let rows = sqlx::query(
-                "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000",
+                "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT 5000",
             )
             .bind(after)
             .fetch_all(&mut *snapshot)

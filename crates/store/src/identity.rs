@@ -53,7 +53,7 @@ pub struct SessionRow {
 /// `last_seen` roughly current without a write per API call.
 const LAST_SEEN_RESOLUTION_MS: i64 = 60_000;
 
-fn identity(row: &sqlx::sqlite::SqliteRow) -> Result<Identity> {
+fn identity(row: &sqlx::any::AnyRow) -> Result<Identity> {
     Ok(Identity {
         issuer: row.try_get(0)?,
         subject: row.try_get(1)?,
@@ -90,14 +90,14 @@ impl Store {
         }
         let mut tx = self.begin().await?;
         let known: Option<String> =
-            sqlx::query_scalar("SELECT user_name FROM identities WHERE issuer = ? AND subject = ?")
+            sqlx::query_scalar("SELECT user_name FROM identities WHERE issuer = $1 AND subject = $2")
                 .bind(issuer)
                 .bind(subject)
                 .fetch_optional(&mut *tx.tx)
                 .await?;
         if let Some(name) = known {
             sqlx::query(
-                "UPDATE identities SET profile = ?, last_seen = ? WHERE issuer = ? AND subject = ?",
+                "UPDATE identities SET profile = $1, last_seen = $2 WHERE issuer = $3 AND subject = $4",
             )
             .bind(profile)
             .bind(to_millis(now))
@@ -109,7 +109,7 @@ impl Store {
             return Ok(Binding::Bound { user_name: name });
         }
         let taken: Option<String> =
-            sqlx::query_scalar("SELECT subject FROM identities WHERE user_name = ?")
+            sqlx::query_scalar("SELECT subject FROM identities WHERE user_name = $1")
                 .bind(user_name)
                 .fetch_optional(&mut *tx.tx)
                 .await?;
@@ -120,7 +120,7 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO identities (issuer, subject, user_name, profile, first_seen, last_seen)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(issuer)
         .bind(subject)
@@ -142,7 +142,7 @@ impl Store {
         subject: &str,
     ) -> Result<Option<Identity>> {
         let row = sqlx::query(&format!(
-            "{SELECT_IDENTITY} WHERE issuer = ? AND subject = ?"
+            "{SELECT_IDENTITY} WHERE issuer = $1 AND subject = $2"
         ))
         .bind(issuer)
         .bind(subject)
@@ -154,7 +154,7 @@ impl Store {
     /// People who signed in through the identity provider, by user name,
     /// at most `limit` of them.
     pub async fn identities(&self, limit: i64) -> Result<Vec<Identity>> {
-        let rows = sqlx::query(&format!("{SELECT_IDENTITY} ORDER BY user_name LIMIT ?"))
+        let rows = sqlx::query(&format!("{SELECT_IDENTITY} ORDER BY user_name LIMIT $1"))
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
@@ -162,7 +162,7 @@ impl Store {
     }
 
     pub async fn identity_by_user(&self, user_name: &str) -> Result<Option<Identity>> {
-        let row = sqlx::query(&format!("{SELECT_IDENTITY} WHERE user_name = ?"))
+        let row = sqlx::query(&format!("{SELECT_IDENTITY} WHERE user_name = $1"))
             .bind(user_name)
             .fetch_optional(self.pool())
             .await?;
@@ -180,12 +180,12 @@ impl Store {
         let mut tx = self.begin().await?;
         // Sign-ins are rare next to API calls: clearing expired rows here
         // keeps the tables small without a separate sweeper.
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(to_millis(now))
             .execute(&mut *tx.tx)
             .await?;
         sqlx::query(
-            "INSERT INTO sessions (id_hash, user_name, doc, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id_hash, user_name, doc, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id_hash)
         .bind(user_name)
@@ -200,7 +200,7 @@ impl Store {
     /// The unexpired session with this id hash.
     pub async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRow>> {
         let row = sqlx::query(
-            "SELECT user_name, doc, expires_at FROM sessions WHERE id_hash = ? AND expires_at > ?",
+            "SELECT user_name, doc, expires_at FROM sessions WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(id_hash)
         .bind(to_millis(now))
@@ -218,7 +218,7 @@ impl Store {
 
     pub async fn delete_session(&self, id_hash: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let gone = sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+        let gone = sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(id_hash)
             .execute(&mut *tx.tx)
             .await?
@@ -235,11 +235,11 @@ impl Store {
         expires_at: Timestamp,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM login_flows WHERE expires_at <= ?")
+        sqlx::query("DELETE FROM login_flows WHERE expires_at <= $1")
             .bind(to_millis(now))
             .execute(&mut *tx.tx)
             .await?;
-        sqlx::query("INSERT INTO login_flows (state_hash, doc, expires_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO login_flows (state_hash, doc, expires_at) VALUES ($1, $2, $3)")
             .bind(state_hash)
             .bind(doc)
             .bind(to_millis(expires_at))
@@ -257,7 +257,7 @@ impl Store {
     ) -> Result<Option<String>> {
         let mut tx = self.begin().await?;
         let row: Option<(String, i64)> = sqlx::query_as(
-            "DELETE FROM login_flows WHERE state_hash = ? RETURNING doc, expires_at",
+            "DELETE FROM login_flows WHERE state_hash = $1 RETURNING doc, expires_at",
         )
         .bind(state_hash)
         .fetch_optional(&mut *tx.tx)

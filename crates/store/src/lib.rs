@@ -28,8 +28,9 @@ use chrono::TimeZone;
 use elevate_core::request::{Event, Request, State};
 use elevate_core::values::RequestId;
 use elevate_core::Timestamp;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use audit::{AuditFilter, AuditRecord, Verification};
@@ -58,6 +59,76 @@ pub fn from_millis(ms: i64) -> Result<Timestamp> {
         .single()
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
 }
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// One process per database file (embedded default).
+    Sqlite,
+    /// Several replicas may share the database.
+    Postgres,
+}
+
+impl Engine {
+    /// The engine a database URL names, or why it names none.
+    pub fn of_url(url: &str) -> Result<Engine> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Engine::Postgres)
+        } else if url.contains("://") && !url.starts_with("sqlite://") {
+            Err(StoreError::Config(format!(
+                "unsupported database URL scheme in {}: use sqlite://PATH or postgres://USER@HOST/DATABASE",
+                redact_url(url)
+            )))
+        } else {
+            Ok(Engine::Sqlite)
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Numbered placeholders (`$1`, `$2`, …) for statements built piece by
+/// piece; both engines accept them.
+#[derive(Default)]
+pub(crate) struct Params(usize);
+
+impl Params {
+    pub(crate) fn next(&mut self) -> String {
+        self.0 += 1;
+        format!("${}", self.0)
+    }
+}
+
+/// Serialises writers on PostgreSQL across every replica (see
+/// [`Store::begin`]); a constant so all replicas agree.
+const WRITE_LOCK_KEY: i64 = 0x656c_6576_0001;
+/// Held while migrating, so replicas starting together migrate once.
+const MIGRATE_LOCK_KEY: i64 = 0x656c_6576_0002;
+/// The channel that tells other replicas new work or deadlines exist.
+pub const WAKE_CHANNEL: &str = "elevate_wake";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -90,6 +161,10 @@ pub struct Job {
     pub grant_key: String,
     /// Attempts made before this one.
     pub attempts: i64,
+    /// The lease this claim holds (its `locked_until`). Recording the
+    /// outcome checks it is still ours: a worker that outlived its lease
+    /// (another replica has claimed the job again since) records nothing.
+    pub lease: i64,
 }
 
 /// One provider call, as shown in a grant's history.
@@ -126,46 +201,113 @@ pub struct RequestFilter {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// Serialises writers (see the module doc).
+    pool: AnyPool,
+    engine: Engine,
+    /// The URL the store was opened with (PostgreSQL: for the wake-up
+    /// listener's own connection).
+    url: String,
+    /// Serialises this process's writers (see the module doc).
     write_lock: Arc<Mutex<()>>,
-    /// An exclusive lock on `DATABASE.lock`, held while the store is open:
-    /// the in-process write lock, job leases and the lease release at start
-    /// all assume one process per database file, so a second `elevate
-    /// serve` on the same file is refused.
+    /// SQLite only: an exclusive lock on `DATABASE.lock`, held while the
+    /// store is open: the in-process write lock, job leases and the lease
+    /// release at start all assume one process per database file, so a
+    /// second `elevate serve` on the same file is refused.
     _process_lock: Option<Arc<std::fs::File>>,
 }
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub struct Tx<'a> {
-    tx: Transaction<'static, Sqlite>,
+    tx: Transaction<'static, Any>,
     _guard: MutexGuard<'a, ()>,
+    engine: Engine,
+    /// Set when the transaction adds work or moves a deadline: other
+    /// replicas are told on commit.
+    wake: bool,
+}
+
+/// SQLite settings applied to every connection: WAL so readers never
+/// block the writer; FULL so a committed grant decision survives power
+/// loss, not just a process crash; a busy timeout instead of instant
+/// `SQLITE_BUSY`.
+const SQLITE_PRAGMAS: [&str; 4] = [
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+];
+
+async fn sqlite_pragmas(conn: &mut AnyConnection) -> std::result::Result<(), sqlx::Error> {
+    for pragma in SQLITE_PRAGMAS {
+        sqlx::query(pragma).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 impl Store {
-    /// Opens (creating if needed) the database named by `url`: a
-    /// `sqlite://PATH` URL or a plain file path; `sqlite::memory:` for a
-    /// throwaway store. Applies pending migrations.
+    /// Opens the database named by `url` and applies pending migrations:
+    /// - `sqlite://PATH` or a plain file path (created if missing);
+    ///   `sqlite::memory:` for a throwaway store;
+    /// - `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (the database must
+    ///   exist); several replicas may open the same one.
     pub async fn open(url: &str) -> Result<Store> {
-        let options = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(StoreError::Config(
-                "the PostgreSQL store is not available in this version; use a sqlite:// database"
-                    .into(),
-            ));
-        } else if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url)?
+        sqlx::any::install_default_drivers();
+        match Engine::of_url(url)? {
+            Engine::Postgres => Self::open_postgres(url).await,
+            Engine::Sqlite => Self::open_sqlite(url).await,
+        }
+    }
+
+    async fn open_postgres(url: &str) -> Result<Store> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| connect_error(url, e))?;
+        {
+            let mut conn = pool.acquire().await?;
+            // One replica migrates; the others wait here, then find the
+            // schema current.
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATE_LOCK_KEY)
+                .execute(&mut *conn)
+                .await?;
+            let migrated = schema::migrate(&mut conn, Engine::Postgres).await;
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATE_LOCK_KEY)
+                .execute(&mut *conn)
+                .await;
+            migrated?;
+            unlocked?;
+        }
+        Ok(Store {
+            pool,
+            engine: Engine::Postgres,
+            url: url.to_owned(),
+            write_lock: Arc::new(Mutex::new(())),
+            _process_lock: None,
+        })
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Store> {
+        let (any_url, options) = if url.starts_with("sqlite:") {
+            (url.to_owned(), SqliteConnectOptions::from_str(url)?)
         } else {
-            SqliteConnectOptions::new().filename(url)
+            (
+                format!("sqlite://{url}"),
+                SqliteConnectOptions::new().filename(url),
+            )
         };
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed grant decision survives power loss, not
-            // just a process crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
         let memory = url.contains(":memory:");
+        // Create the file if missing, unless the URL says otherwise.
+        let any_url = if memory || any_url.contains("mode=") {
+            any_url
+        } else if any_url.contains('?') {
+            format!("{any_url}&mode=rwc")
+        } else {
+            format!("{any_url}?mode=rwc")
+        };
         let process_lock = if memory {
             None
         } else {
@@ -191,38 +333,102 @@ impl Store {
             // One connection first: switching a new file to WAL from several
             // connections at once can fail with SQLITE_BUSY, and migrations
             // must run before anyone reads.
-            let mut first = SqliteConnection::connect_with(&options).await?;
-            schema::migrate(&mut first).await?;
+            let mut first = AnyConnection::connect(&any_url).await?;
+            sqlite_pragmas(&mut first).await?;
+            schema::migrate(&mut first, Engine::Sqlite).await?;
             first.close().await?;
         }
-        let pool = SqlitePoolOptions::new()
+        let pool = AnyPoolOptions::new()
             // An in-memory database exists once per connection.
             .max_connections(if memory { 1 } else { 8 })
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(sqlite_pragmas(conn))
+            })
+            .connect(&any_url)
             .await?;
         let store = Store {
             pool,
+            engine: Engine::Sqlite,
+            url: any_url,
             write_lock: Arc::new(Mutex::new(())),
             _process_lock: process_lock,
         };
         if memory {
             let mut conn = store.pool.acquire().await?;
-            schema::migrate(&mut conn).await?;
+            schema::migrate(&mut conn, Engine::Sqlite).await?;
         }
         Ok(store)
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Whether other processes may share this database (and its job
+    /// leases).
+    pub fn shared(&self) -> bool {
+        self.engine == Engine::Postgres
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
+    /// Starts a write transaction. Writers are serialised: within the
+    /// process by a mutex, and on PostgreSQL across replicas by a
+    /// transaction-scoped advisory lock. One writer at a time is what keeps
+    /// the audit chain linear and makes "read the request, decide, write
+    /// it" safe without per-row locking, on both engines alike.
     pub async fn begin(&self) -> Result<Tx<'_>> {
         let guard = self.write_lock.lock().await;
-        let tx = self.pool.begin().await?;
-        Ok(Tx { tx, _guard: guard })
+        let mut tx = self.pool.begin().await?;
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(Tx {
+            tx,
+            _guard: guard,
+            engine: self.engine,
+            wake: false,
+        })
+    }
+
+    /// Calls `wake` whenever another replica reports new work or a moved
+    /// deadline (PostgreSQL `LISTEN`), and once after every reconnection
+    /// (notifications sent while disconnected are lost). Returns at once on
+    /// SQLite, where there is no other replica. Runs until the process ends.
+    pub async fn watch_wakeups(&self, wake: impl Fn() + Send + Sync) {
+        if self.engine != Engine::Postgres {
+            return;
+        }
+        loop {
+            match sqlx::postgres::PgListener::connect(&self.url).await {
+                Ok(mut listener) => {
+                    if let Err(e) = listener.listen(WAKE_CHANNEL).await {
+                        tracing::warn!(error = %e, "cannot listen for wake-ups; retrying");
+                    } else {
+                        wake();
+                        loop {
+                            match listener.recv().await {
+                                Ok(_) => wake(),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "wake-up listener lost its connection; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot connect the wake-up listener; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -231,7 +437,7 @@ impl Store {
     }
 
     pub async fn get_request(&self, id: &RequestId) -> Result<Option<StoredRequest>> {
-        let row = sqlx::query(&format!("{SELECT_REQUEST} WHERE r.id = ?"))
+        let row = sqlx::query(&format!("{SELECT_REQUEST} WHERE r.id = $1"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -241,7 +447,7 @@ impl Store {
     /// The request and its grant key, without the attempt counters that
     /// only listings need (the job worker's read).
     pub async fn get_request_plain(&self, id: &RequestId) -> Result<Option<StoredRequest>> {
-        let row = sqlx::query("SELECT doc, grant_key, 0, 0, account FROM requests WHERE id = ?")
+        let row = sqlx::query("SELECT doc, grant_key, 0, 0, account FROM requests WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -250,15 +456,15 @@ impl Store {
 
     pub async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<StoredRequest>> {
         let mut sql = format!("{SELECT_REQUEST} WHERE 1=1");
+        let mut n = Params::default();
         if filter.requester.is_some() {
-            sql.push_str(" AND r.requester = ?");
+            sql.push_str(&format!(" AND r.requester = {}", n.next()));
         }
         if !filter.states.is_empty() {
-            sql.push_str(" AND r.state IN (");
-            sql.push_str(&vec!["?"; filter.states.len()].join(","));
-            sql.push(')');
+            let list: Vec<String> = filter.states.iter().map(|_| n.next()).collect();
+            sql.push_str(&format!(" AND r.state IN ({})", list.join(",")));
         }
-        sql.push_str(" ORDER BY r.created_at DESC, r.id LIMIT ?");
+        sql.push_str(&format!(" ORDER BY r.created_at DESC, r.id LIMIT {}", n.next()));
         let mut q = sqlx::query(&sql);
         if let Some(r) = &filter.requester {
             q = q.bind(r);
@@ -282,7 +488,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Option<StoredRequest>> {
         let rows = sqlx::query(&format!(
-            "{SELECT_REQUEST} WHERE r.requester = ? AND r.target = ? AND r.resource = ? AND r.role = ? AND r.state = 'active'"
+            "{SELECT_REQUEST} WHERE r.requester = $1 AND r.target = $2 AND r.resource = $3 AND r.role = $4 AND r.state = 'active'"
         ))
         .bind(requester)
         .bind(target)
@@ -317,7 +523,7 @@ impl Store {
         except: &RequestId,
     ) -> Result<Option<RequestId>> {
         let row: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM requests WHERE grant_key = ? AND id <> ? AND state IN (?, ?) LIMIT 1",
+            "SELECT id FROM requests WHERE grant_key = $1 AND id <> $2 AND state IN ($3, $4) LIMIT 1",
         )
         .bind(grant_key)
         .bind(except.as_str())
@@ -331,7 +537,7 @@ impl Store {
     /// Extensions of `parent`, newest first.
     pub async fn extensions_of(&self, parent: &RequestId) -> Result<Vec<StoredRequest>> {
         let rows = sqlx::query(&format!(
-            "{SELECT_REQUEST} WHERE r.extends = ? ORDER BY r.created_at DESC"
+            "{SELECT_REQUEST} WHERE r.extends = $1 ORDER BY r.created_at DESC"
         ))
         .bind(parent.as_str())
         .fetch_all(&self.pool)
@@ -342,7 +548,7 @@ impl Store {
     /// Requests whose deadline (pending timeout, start or end) has come.
     pub async fn due_requests(&self, now: Timestamp, limit: i64) -> Result<Vec<RequestId>> {
         let rows = sqlx::query(
-            "SELECT id FROM requests WHERE deadline IS NOT NULL AND deadline <= ? ORDER BY deadline LIMIT ?",
+            "SELECT id FROM requests WHERE deadline IS NOT NULL AND deadline <= $1 ORDER BY deadline LIMIT $2",
         )
         .bind(to_millis(now))
         .bind(limit)
@@ -372,9 +578,10 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<Job>> {
-        let _guard = self.write_lock.lock().await;
-        let mut conn = self.pool.acquire().await?;
-        claim(&mut conn, now, lease, limit).await
+        let mut tx = self.begin().await?;
+        let jobs = tx.claim_jobs(now, lease, limit).await?;
+        tx.commit().await?;
+        Ok(jobs)
     }
 
     /// When the next job becomes due (for the worker's sleep).
@@ -383,7 +590,7 @@ impl Store {
         // directly. Walks the run_at index from the front, so it stays
         // cheap with a large backlog.
         let v: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(run_at) FROM jobs WHERE locked_until IS NULL OR locked_until < ?",
+            "SELECT MIN(run_at) FROM jobs WHERE locked_until IS NULL OR locked_until < $1",
         )
         .bind(to_millis(chrono::Utc::now()))
         .fetch_one(&self.pool)
@@ -393,8 +600,13 @@ impl Store {
 
     /// Frees every lease. Only for a single-process store at start-up: no
     /// other worker can hold one, and waiting for leases of the process that
-    /// crashed would delay catching up.
+    /// crashed would delay catching up. Does nothing on a shared
+    /// (PostgreSQL) store, where the leases may be other replicas' live
+    /// work: there a dead replica's jobs run again when their lease ends.
     pub async fn release_all_leases(&self) -> Result<u64> {
+        if self.shared() {
+            return Ok(0);
+        }
         let _guard = self.write_lock.lock().await;
         let r = sqlx::query("UPDATE jobs SET locked_until = NULL WHERE locked_until IS NOT NULL")
             .execute(&self.pool)
@@ -404,7 +616,7 @@ impl Store {
 
     pub async fn attempts(&self, id: &RequestId) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
-            "SELECT kind, at, outcome, error FROM job_attempts WHERE request_id = ? ORDER BY id",
+            "SELECT kind, at, outcome, error FROM job_attempts WHERE request_id = $1 ORDER BY id",
         )
         .bind(id.as_str())
         .fetch_all(&self.pool)
@@ -443,7 +655,7 @@ impl Store {
 
     /// Jobs waiting, and how many of them have failed at least once.
     pub async fn job_backlog(&self) -> Result<(i64, i64)> {
-        let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(attempts > 0), 0) FROM jobs")
+        let row = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN attempts > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) FROM jobs")
             .fetch_one(&self.pool)
             .await?;
         Ok((row.get(0), row.get(1)))
@@ -459,13 +671,13 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            sqlx::query("INSERT INTO eligibility_seen (id, first_seen) VALUES (?, ?) ON CONFLICT (id) DO NOTHING")
+            sqlx::query("INSERT INTO eligibility_seen (id, first_seen) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
                 .bind(id)
                 .bind(to_millis(now))
                 .execute(&mut *tx.tx)
                 .await?;
             let ms: i64 =
-                sqlx::query_scalar("SELECT first_seen FROM eligibility_seen WHERE id = ?")
+                sqlx::query_scalar("SELECT first_seen FROM eligibility_seen WHERE id = $1")
                     .bind(id)
                     .fetch_one(&mut *tx.tx)
                     .await?;
@@ -483,13 +695,13 @@ impl Store {
         Ok(v.unwrap_or(0))
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 }
 
 async fn claim(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
     now: Timestamp,
     lease: Duration,
     limit: usize,
@@ -497,21 +709,21 @@ async fn claim(
     let now_ms = to_millis(now);
     let until = now_ms + lease.as_millis() as i64;
     let rows = sqlx::query(
-        "UPDATE jobs SET locked_until = ?1
+        "UPDATE jobs SET locked_until = $1
          WHERE id IN (
            SELECT MIN(j.id) FROM (
              -- Only the earliest due jobs are considered, so a large
              -- backlog does not make every claim scan all of it.
              SELECT id, grant_key, run_at FROM jobs
-             WHERE run_at <= ?2 AND (locked_until IS NULL OR locked_until < ?2)
-             ORDER BY run_at, id LIMIT ?3 * 4) j
+             WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2)
+             ORDER BY run_at, id LIMIT $3 * 4) j
            WHERE NOT EXISTS (
                SELECT 1 FROM jobs k
                WHERE k.grant_key = j.grant_key AND k.id <> j.id
-                 AND k.locked_until IS NOT NULL AND k.locked_until >= ?2)
+                 AND k.locked_until IS NOT NULL AND k.locked_until >= $2)
            GROUP BY j.grant_key
-           ORDER BY MIN(j.run_at), MIN(j.id) LIMIT ?3)
-         RETURNING id, request_id, kind, grant_key, attempts",
+           ORDER BY MIN(j.run_at), MIN(j.id) LIMIT $3)
+         RETURNING id, request_id, kind, grant_key, attempts, locked_until",
     )
     .bind(until)
     .bind(now_ms)
@@ -526,6 +738,7 @@ async fn claim(
                 kind: JobKind::parse(&r.get::<String, _>(2))?,
                 grant_key: r.get(3),
                 attempts: r.get(4),
+                lease: r.get(5),
             })
         })
         .collect()
@@ -538,7 +751,7 @@ const SELECT_REQUEST: &str = "SELECT r.doc, r.grant_key,
     , r.account
     FROM requests r";
 
-fn stored_request(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRequest> {
+fn stored_request(row: &AnyRow) -> Result<StoredRequest> {
     let doc: String = row.get(0);
     let request: Request = serde_json::from_str(&doc)
         .map_err(|e| StoreError::Corrupt(format!("request document: {e}")))?;
@@ -551,12 +764,27 @@ fn stored_request(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRequest> {
     })
 }
 
+fn connect_error(url: &str, e: sqlx::Error) -> StoreError {
+    StoreError::Config(format!(
+        "cannot connect to the database at {}: {e}",
+        redact_url(url)
+    ))
+}
+
 fn parse_id(s: &str) -> Result<RequestId> {
     RequestId::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl Tx<'_> {
-    pub async fn commit(self) -> Result<()> {
+    pub async fn commit(mut self) -> Result<()> {
+        if self.wake && self.engine == Engine::Postgres {
+            // Delivered to every listening replica when (and only if) the
+            // transaction commits.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WAKE_CHANNEL)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await?;
         Ok(())
     }
@@ -564,7 +792,7 @@ impl Tx<'_> {
     /// The request and its grant key, without the attempt counters that
     /// only listings need.
     pub async fn get_request(&mut self, id: &RequestId) -> Result<Option<StoredRequest>> {
-        let row = sqlx::query("SELECT doc, grant_key, 0, 0, account FROM requests WHERE id = ?")
+        let row = sqlx::query("SELECT doc, grant_key, 0, 0, account FROM requests WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&mut *self.tx)
             .await?;
@@ -586,7 +814,7 @@ impl Tx<'_> {
         };
         sqlx::query(
             "INSERT INTO requests (id, requester, target, resource, role, grant_key, state, deadline, extends, break_glass, created_at, updated_at, doc)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, deadline = excluded.deadline,
                updated_at = excluded.updated_at, doc = excluded.doc",
         )
@@ -599,19 +827,22 @@ impl Tx<'_> {
         .bind(request.state.name())
         .bind(request.state.deadline().map(to_millis))
         .bind(extends)
-        .bind(request.break_glass)
+        .bind(i64::from(request.break_glass))
         .bind(to_millis(request.created_at))
         .bind(to_millis(now))
         .bind(doc)
         .execute(&mut *self.tx)
         .await?;
+        if request.state.deadline().is_some() {
+            self.wake = true;
+        }
         Ok(())
     }
 
     /// Records the target account of a new request (see
     /// `GrantSpec::account`); never changed afterwards.
     pub async fn set_account(&mut self, id: &RequestId, account: &str) -> Result<()> {
-        sqlx::query("UPDATE requests SET account = ? WHERE id = ? AND account IS NULL")
+        sqlx::query("UPDATE requests SET account = $1 WHERE id = $2 AND account IS NULL")
             .bind(account)
             .bind(id.as_str())
             .execute(&mut *self.tx)
@@ -622,7 +853,7 @@ impl Tx<'_> {
     /// The pending extension of `parent`, if any.
     pub async fn pending_extension(&mut self, parent: &RequestId) -> Result<Option<StoredRequest>> {
         let row = sqlx::query(&format!(
-            "{SELECT_REQUEST} WHERE r.extends = ? AND r.state = 'pending' LIMIT 1"
+            "{SELECT_REQUEST} WHERE r.extends = $1 AND r.state = 'pending' LIMIT 1"
         ))
         .bind(parent.as_str())
         .fetch_optional(&mut *self.tx)
@@ -638,7 +869,7 @@ impl Tx<'_> {
         run_at: Timestamp,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO jobs (request_id, kind, grant_key, run_at, attempts, created_at) VALUES (?, ?, ?, ?, 0, ?)",
+            "INSERT INTO jobs (request_id, kind, grant_key, run_at, attempts, created_at) VALUES ($1, $2, $3, $4, 0, $5)",
         )
         .bind(request.as_str())
         .bind(kind.as_str())
@@ -647,6 +878,7 @@ impl Tx<'_> {
         .bind(to_millis(run_at))
         .execute(&mut *self.tx)
         .await?;
+        self.wake = true;
         Ok(())
     }
 
@@ -659,7 +891,7 @@ impl Tx<'_> {
         now: Timestamp,
     ) -> Result<()> {
         sqlx::query(
-            "DELETE FROM jobs WHERE request_id = ? AND kind = ? AND (locked_until IS NULL OR locked_until < ?)",
+            "DELETE FROM jobs WHERE request_id = $1 AND kind = $2 AND (locked_until IS NULL OR locked_until < $3)",
         )
         .bind(request.as_str())
         .bind(kind.as_str())
@@ -681,24 +913,31 @@ impl Tx<'_> {
         claim(&mut self.tx, now, lease, limit).await
     }
 
-    pub async fn finish_job(&mut self, job: &Job) -> Result<()> {
-        sqlx::query("DELETE FROM jobs WHERE id = ?")
+    /// Removes a finished job. False when the claim's lease was lost (the
+    /// job was claimed again after it ran out): the new holder records it.
+    pub async fn finish_job(&mut self, job: &Job) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND locked_until = $2")
             .bind(job.id)
+            .bind(job.lease)
             .execute(&mut *self.tx)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
-    pub async fn retry_job(&mut self, job: &Job, run_at: Timestamp, error: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET attempts = attempts + 1, run_at = ?, locked_until = NULL, last_error = ? WHERE id = ?",
+    /// Puts a failed job back for `run_at`; false when the lease was lost
+    /// (see [`Tx::finish_job`]).
+    pub async fn retry_job(&mut self, job: &Job, run_at: Timestamp, error: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET attempts = attempts + 1, run_at = $1, locked_until = NULL, last_error = $2 WHERE id = $3 AND locked_until = $4",
         )
         .bind(to_millis(run_at))
         .bind(error)
         .bind(job.id)
+        .bind(job.lease)
         .execute(&mut *self.tx)
         .await?;
-        Ok(())
+        self.wake = true;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn record_attempt(
@@ -709,7 +948,7 @@ impl Tx<'_> {
         outcome: &str,
         error: Option<&str>,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO job_attempts (request_id, kind, at, outcome, error) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO job_attempts (request_id, kind, at, outcome, error) VALUES ($1, $2, $3, $4, $5)")
             .bind(request.as_str())
             .bind(kind.as_str())
             .bind(to_millis(at))

@@ -1143,8 +1143,17 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(b): State<AppState>) -> Response {
-    let db = b.store.ping().await.is_ok();
-    let version = b.store.schema_version().await.unwrap_or(0);
+    // A load balancer's probe has a short timeout of its own: answer
+    // "not ready" within it rather than wait for the pool's connect timeout
+    // while the database is unreachable.
+    let probe = async {
+        b.store.ping().await?;
+        b.store.schema_version().await
+    };
+    let (db, version) = match tokio::time::timeout(std::time::Duration::from_secs(2), probe).await {
+        Ok(Ok(version)) => (true, version),
+        _ => (false, 0),
+    };
     let current = version == elevate_store::SCHEMA_VERSION as i64;
     let status = if db && current {
         StatusCode::OK
@@ -1153,7 +1162,12 @@ async fn readyz(State(b): State<AppState>) -> Response {
     };
     (
         status,
-        Json(json!({ "database": db, "schema_version": version, "migrations_current": current })),
+        Json(json!({
+            "database": db,
+            "engine": b.store.engine().name(),
+            "schema_version": version,
+            "migrations_current": current,
+        })),
     )
         .into_response()
 }

@@ -21,6 +21,7 @@ mod oidc_tokens;
 mod oidc_web;
 mod openapi;
 mod provider_failure;
+mod replicas;
 mod web_admin;
 mod web_audit;
 mod web_e2e;

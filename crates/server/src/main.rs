@@ -52,8 +52,33 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Database maintenance: `db copy` moves a store to another database.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     #[command(flatten)]
     Client(elevate_cli::ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Copy a whole store, with its history and audit chain, into a new,
+    /// empty database (e.g. from SQLite to PostgreSQL). Stop elevate first.
+    #[command(
+        after_help = "Example:\n  elevate db copy --from sqlite:///var/lib/elevate/elevate.db \\\n    --to postgres://elevate@db.internal/elevate\n\n\
+                      A PostgreSQL password can come from PGPASSWORD or ~/.pgpass instead of the URL."
+    )]
+    Copy {
+        /// The store to copy: sqlite://PATH (elevate must not be running on
+        /// it) or postgres://USER@HOST/DATABASE.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The new store: an empty database (a SQLite file is created if
+        /// missing; a PostgreSQL database must exist).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -231,6 +256,70 @@ fn check_config(file: &std::path::Path, offline: bool) -> ExitCode {
     }
 }
 
+/// The file a SQLite URL (or plain path) names; None for other engines
+/// and in-memory databases.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    if elevate_store::Engine::of_url(url).ok()? != elevate_store::Engine::Sqlite
+        || url.contains(":memory:")
+    {
+        return None;
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    Some(PathBuf::from(path))
+}
+
+/// `elevate db copy`: copies the store at `from` into the empty one at
+/// `to` and prints what it copied. URLs are only ever shown redacted.
+async fn db_copy(from: &str, to: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use elevate_store::{redact_url, Store};
+
+    for (flag, url) in [("--from", from), ("--to", to)] {
+        elevate_store::Engine::of_url(url).with_context(|| flag.to_owned())?;
+    }
+    if from == to {
+        anyhow::bail!("--from and --to name the same database");
+    }
+    if let Some(path) = sqlite_file(from) {
+        // Opening a missing file would create an empty store to copy.
+        if !path.is_file() {
+            anyhow::bail!("the source database {} does not exist", redact_url(from));
+        }
+    }
+    let source = Store::open(from)
+        .await
+        .with_context(|| format!("cannot open the source database {}", redact_url(from)))?;
+    let destination = Store::open(to)
+        .await
+        .with_context(|| format!("cannot open the destination database {}", redact_url(to)))?;
+    let copied = elevate_store::copy::copy(&source, &destination).await;
+    destination.close().await;
+    source.close().await;
+    let report = copied
+        .with_context(|| format!("cannot copy {} to {}", redact_url(from), redact_url(to)))?;
+    println!("copied {} to {}", redact_url(from), redact_url(to));
+    for t in &report.tables {
+        let plural = if t.rows == 1 { "" } else { "s" };
+        println!("  {:<18} {:>9} row{plural}", t.table, t.rows);
+    }
+    if report.leases_cleared > 0 {
+        println!(
+            "  {} job lease(s) cleared: the jobs run as soon as elevate starts on the copy",
+            report.leases_cleared
+        );
+    }
+    println!(
+        "audit events: {}, head {}",
+        report.audit_events, report.audit_head
+    );
+    println!("audit chain verified");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -269,6 +358,27 @@ fn main() -> ExitCode {
                 }
             };
             match runtime.block_on(serve(config, dev, listen, database)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Db {
+            command: DbCommand::Copy { from, to },
+        } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(db_copy(&from, &to)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -272,9 +272,18 @@ mod tests {
     use super::*;
     use chrono::Utc;
 
+    /// A fresh store on the engine the suite runs on
+    /// (`ELEVATE_TEST_DATABASE`); the directory keeps the path (and so the
+    /// PostgreSQL database name) unique.
+    async fn test_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = elevate_testkit::database_url(&dir.path().join("e.db")).unwrap();
+        (dir, Store::open(&url).await.unwrap())
+    }
+
     #[tokio::test]
     async fn a_subject_keeps_its_name_and_a_second_subject_cannot_take_it() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+        let (_dir, store) = test_store().await;
         let now = Utc::now();
         let b = store
             .bind_identity("https://idp", "sub-1", "alice", "{}", now)
@@ -311,7 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn sessions_expire_and_login_flows_are_used_once() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+        let (_dir, store) = test_store().await;
         let now = Utc::now();
         let later = now + chrono::Duration::minutes(10);
         store

@@ -17,6 +17,7 @@
 //! reads the same in SQLite and PostgreSQL.
 
 pub mod audit;
+pub mod copy;
 pub mod identity;
 mod schema;
 
@@ -262,9 +263,21 @@ impl Store {
             .max_connections(16)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Writers hold one lock shared by every replica (see
+                    // `begin`): a replica that stalls inside a transaction
+                    // (a paused VM, a partition) must not hold the others'
+                    // writes for long. PostgreSQL ends such a session.
+                    sqlx::query("SET idle_in_transaction_session_timeout = '30s'")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect(url)
             .await
-            .map_err(|e| connect_error(url, e))?;
+            .map_err(connect_error)?;
         {
             let mut conn = pool.acquire().await?;
             // One replica migrates; the others wait here, then find the
@@ -764,11 +777,10 @@ fn stored_request(row: &AnyRow) -> Result<StoredRequest> {
     })
 }
 
-fn connect_error(url: &str, e: sqlx::Error) -> StoreError {
-    StoreError::Config(format!(
-        "cannot connect to the database at {}: {e}",
-        redact_url(url)
-    ))
+/// The caller names the (redacted) URL; sqlx's own message never holds
+/// the password.
+fn connect_error(e: sqlx::Error) -> StoreError {
+    StoreError::Config(format!("cannot connect: {e}"))
 }
 
 fn parse_id(s: &str) -> Result<RequestId> {
@@ -968,6 +980,30 @@ impl Tx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_urls_name_their_engine_and_never_show_a_password() {
+        assert_eq!(Engine::of_url("sqlite://e.db").unwrap(), Engine::Sqlite);
+        assert_eq!(Engine::of_url("e.db").unwrap(), Engine::Sqlite);
+        assert_eq!(Engine::of_url("sqlite::memory:").unwrap(), Engine::Sqlite);
+        assert_eq!(
+            Engine::of_url("postgres://u@h/db").unwrap(),
+            Engine::Postgres
+        );
+        assert_eq!(
+            Engine::of_url("postgresql://u@h/db").unwrap(),
+            Engine::Postgres
+        );
+        let refused = Engine::of_url("mysql://u:hunter2@h/db").unwrap_err().to_string();
+        assert!(refused.contains("unsupported"), "{refused}");
+        assert!(!refused.contains("hunter2"), "{refused}");
+        assert_eq!(
+            redact_url("postgres://elevate:s3cr%40t@db.internal:5432/elevate?sslmode=verify-full"),
+            "postgres://elevate:***@db.internal:5432/elevate?sslmode=verify-full"
+        );
+        assert_eq!(redact_url("postgres://elevate@db/x"), "postgres://elevate@db/x");
+        assert_eq!(redact_url("sqlite://a@b.db"), "sqlite://a@b.db");
+    }
 
     #[tokio::test]
     async fn a_second_process_on_the_same_database_is_refused_until_the_first_closes() {

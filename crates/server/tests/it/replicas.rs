@@ -16,7 +16,6 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use elevate_testkit::PgCluster;
 use reqwest::StatusCode;
-use serde_json::Value;
 use sqlx::Connection;
 
 use crate::common::{body, eventually, policy_toml, PgTarget, ServerProcess, Setup, TestApp};

@@ -11,6 +11,7 @@ mod bad_input;
 mod chaos;
 mod config_check;
 mod crash;
+mod db_copy;
 mod decision;
 mod dev_mode;
 mod escalation;

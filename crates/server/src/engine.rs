@@ -41,7 +41,6 @@ const START_SLACK_SECS: i64 = 60;
 /// The longest the scheduler and the worker sleep without looking again.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
 
-
 pub struct Broker {
     pub store: Store,
     pub catalog: Arc<Catalog>,

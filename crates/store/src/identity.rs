@@ -89,12 +89,13 @@ impl Store {
             }
         }
         let mut tx = self.begin().await?;
-        let known: Option<String> =
-            sqlx::query_scalar("SELECT user_name FROM identities WHERE issuer = $1 AND subject = $2")
-                .bind(issuer)
-                .bind(subject)
-                .fetch_optional(&mut *tx.tx)
-                .await?;
+        let known: Option<String> = sqlx::query_scalar(
+            "SELECT user_name FROM identities WHERE issuer = $1 AND subject = $2",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(&mut *tx.tx)
+        .await?;
         if let Some(name) = known {
             sqlx::query(
                 "UPDATE identities SET profile = $1, last_seen = $2 WHERE issuer = $3 AND subject = $4",

@@ -357,9 +357,7 @@ impl Store {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .after_connect(|conn, _| {
-                Box::pin(sqlite_pragmas(conn))
-            })
+            .after_connect(|conn, _| Box::pin(sqlite_pragmas(conn)))
             .connect(&any_url)
             .await?;
         let store = Store {
@@ -438,7 +436,9 @@ impl Store {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot connect the wake-up listener; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot connect the wake-up listener; retrying")
+                }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -477,7 +477,10 @@ impl Store {
             let list: Vec<String> = filter.states.iter().map(|_| n.next()).collect();
             sql.push_str(&format!(" AND r.state IN ({})", list.join(",")));
         }
-        sql.push_str(&format!(" ORDER BY r.created_at DESC, r.id LIMIT {}", n.next()));
+        sql.push_str(&format!(
+            " ORDER BY r.created_at DESC, r.id LIMIT {}",
+            n.next()
+        ));
         let mut q = sqlx::query(&sql);
         if let Some(r) = &filter.requester {
             q = q.bind(r);
@@ -994,14 +997,19 @@ mod tests {
             Engine::of_url("postgresql://u@h/db").unwrap(),
             Engine::Postgres
         );
-        let refused = Engine::of_url("mysql://u:hunter2@h/db").unwrap_err().to_string();
+        let refused = Engine::of_url("mysql://u:hunter2@h/db")
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("unsupported"), "{refused}");
         assert!(!refused.contains("hunter2"), "{refused}");
         assert_eq!(
             redact_url("postgres://elevate:s3cr%40t@db.internal:5432/elevate?sslmode=verify-full"),
             "postgres://elevate:***@db.internal:5432/elevate?sslmode=verify-full"
         );
-        assert_eq!(redact_url("postgres://elevate@db/x"), "postgres://elevate@db/x");
+        assert_eq!(
+            redact_url("postgres://elevate@db/x"),
+            "postgres://elevate@db/x"
+        );
         assert_eq!(redact_url("sqlite://a@b.db"), "sqlite://a@b.db");
     }
 

@@ -129,7 +129,11 @@ pub async fn migrate(conn: &mut AnyConnection, engine: Engine) -> Result<()> {
             .bind((i + 1) as i64)
             .execute(&mut *tx)
             .await?;
-        tracing::info!(version = i + 1, engine = engine.name(), "applied database migration");
+        tracing::info!(
+            version = i + 1,
+            engine = engine.name(),
+            "applied database migration"
+        );
     }
     tx.commit().await?;
     Ok(())

@@ -3,6 +3,9 @@
 //! - [`free_port`]: a TCP port on 127.0.0.1 that nothing listens on right now.
 //! - [`PgCluster`]: a private PostgreSQL cluster in a temporary directory,
 //!   listening on 127.0.0.1 and a free port, removed when dropped.
+//! - [`database_url`] / [`on_postgres`]: the database a test gives elevate's
+//!   store, on SQLite or on a PostgreSQL server as `ELEVATE_TEST_DATABASE`
+//!   says (see [`database`]).
 //! - [`oidc`]: a real OpenID Connect provider (`oidc-provider` on Node.js)
 //!   and a cookie-keeping [`oidc::Browser`] that signs users in without a
 //!   real browser.
@@ -26,7 +29,10 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{anyhow, bail, Context};
 
+pub mod database;
 pub mod oidc;
+
+pub use database::{database_url, on_postgres, DATABASE_ENV};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago. Another process may
 /// take it before the caller binds it; callers that can, retry.

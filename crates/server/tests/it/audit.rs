@@ -1,7 +1,8 @@
 //! The audit trail: every change of state writes exactly one event, the
 //! export is a hash chain, only auditors and admins read it, and `audit
 //! verify` passes on an untouched database but names the broken event
-//! after a row is edited, deleted or forged directly in SQLite.
+//! after a row is edited, deleted or forged directly in the database
+//! (SQLite or PostgreSQL, see `elevate_testkit::database`).
 
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, Row};
 
-use crate::common::{body, cli, dry_run_config, token, Setup, TestApp};
+use crate::common::{
+    body, cli, connect_store, dry_run_config, dry_run_config_on, token, Setup, TestApp,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -23,8 +26,16 @@ struct Env {
 
 async fn env() -> Result<Env> {
     let dir = tempfile::tempdir()?;
-    let config = dry_run_config(&dir.path().join("elevate.db"), &Setup::default());
+    let config = dry_run_config(&dir.path().join("elevate.db"), &Setup::default())?;
     let app = TestApp::start(&config).await?;
+    Ok(Env { _dir: dir, app })
+}
+
+/// [`env`] with the store on SQLite whatever `ELEVATE_TEST_DATABASE` says.
+async fn env_on_sqlite() -> Result<Env> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("elevate.db").display());
+    let app = TestApp::start(&dry_run_config_on(&url, &Setup::default())).await?;
     Ok(Env { _dir: dir, app })
 }
 
@@ -77,9 +88,8 @@ async fn export_text(app: &TestApp, user: &str) -> Result<(StatusCode, String)> 
     Ok((response.status(), response.text().await?))
 }
 
-async fn database(app: &TestApp) -> Result<sqlx::SqliteConnection> {
-    let url = format!("sqlite://{}", app.db_path.display());
-    Ok(sqlx::SqliteConnection::connect(&url).await?)
+async fn database(app: &TestApp) -> Result<sqlx::AnyConnection> {
+    connect_store(&app.db_url).await
 }
 
 /// Runs SQL directly on the app's database, as an intruder with file
@@ -282,7 +292,7 @@ async fn an_edit_with_a_recomputed_hash_is_reported_at_the_next_link() -> Result
         &row.get::<Option<String>, _>(3).unwrap_or_default(),
         details,
     );
-    sqlx::query("UPDATE audit SET details = ?, hash = ? WHERE seq = 3")
+    sqlx::query("UPDATE audit SET details = $1, hash = $2 WHERE seq = 3")
         .bind(details)
         .bind(&forged)
         .execute(&mut db)
@@ -467,7 +477,9 @@ async fn the_export_is_one_event_per_line_each_linked_to_the_one_before() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_altered_to_another_type_is_reported_not_a_crash() -> Result<()> {
-    let Env { app, _dir } = env().await?;
+    // SQLite-only: only SQLite lets a text value into an integer column;
+    // PostgreSQL refuses the edit itself.
+    let Env { app, _dir } = env_on_sqlite().await?;
     history(&app).await?;
     ensure!(tamper(&app, "UPDATE audit SET at = 'yesterday' WHERE seq = 3").await? == 1);
     let v = reported_broken_at(&app, 3).await?;
@@ -491,7 +503,7 @@ async fn the_export_streams_every_event_of_a_history_longer_than_a_page() -> Res
     let mut db = database(&app).await?;
     let mut tx = sqlx::Connection::begin(&mut db).await?;
     for seq in 1_000..7_000_i64 {
-        sqlx::query("INSERT INTO audit (seq, at, actor, action, request_id, details, prev_hash, hash) VALUES (?, 0, 'system', 'test.filler', NULL, '{}', '', '')")
+        sqlx::query("INSERT INTO audit (seq, at, actor, action, request_id, details, prev_hash, hash) VALUES ($1, 0, 'system', 'test.filler', NULL, '{}', '', '')")
             .bind(seq)
             .execute(&mut *tx)
             .await?;

@@ -23,7 +23,7 @@ struct Env {
 
 async fn env() -> Result<Env> {
     let dir = tempfile::tempdir()?;
-    let config = dry_run_config(&dir.path().join("elevate.db"), &Setup::default());
+    let config = dry_run_config(&dir.path().join("elevate.db"), &Setup::default())?;
     let app = TestApp::start(&config).await?;
     Ok(Env { _dir: dir, app })
 }

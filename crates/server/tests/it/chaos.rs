@@ -18,8 +18,9 @@
 //!   but the approvers the driver asked ever approved anything;
 //! - an approved extension and the growth of its grant are recorded
 //!   together or not at all;
-//! - the audit chain verifies, and the SQLite file agrees with the API
-//!   (no provider job left behind, one audit row per event shown).
+//! - the audit chain verifies, and the store's database (SQLite or
+//!   PostgreSQL, see `elevate_testkit::database`) agrees with the API (no
+//!   provider job left behind, one audit row per event shown).
 //!
 //! The CI variant kills 50 times; `ELEVATE_LONG_TESTS=1` kills 300 times.
 //! The seed is printed; `ELEVATE_CHAOS_SEED=N` replays a schedule (the
@@ -33,13 +34,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
+use elevate_testkit::database_url;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Row};
 
-use crate::common::{binary, token, PgTarget, RESOURCES_TOML};
+use crate::common::{binary, connect_store, read_only, token, PgTarget, RESOURCES_TOML};
 
 /// PostgreSQL logins that request roles (one elevate user each).
 const REQUESTERS: [&str; 4] = ["u1", "u2", "u3", "u4"];
@@ -64,7 +66,8 @@ const FINAL: [&str; 7] = [
 ];
 const DEFAULT_SEED: u64 = 0x5eed_c4a0_5001;
 
-fn config_text(pg: &PgTarget, db: &Path) -> String {
+/// The store is the one `db` stands for (see [`database_url`]).
+fn config_text(pg: &PgTarget, db: &Path) -> Result<String> {
     let mut users = String::new();
     let people = REQUESTERS
         .iter()
@@ -77,7 +80,7 @@ fn config_text(pg: &PgTarget, db: &Path) -> String {
             elevate::auth::token_hash(&token(name))
         ));
     }
-    format!(
+    Ok(format!(
         r#"
 admins = ["group:security"]
 auditors = ["group:security"]
@@ -113,8 +116,11 @@ pending_timeout = "{PENDING_TIMEOUT}"
 
 [server]
 listen = "127.0.0.1:0"
-database = "sqlite://{db}"
+database = "{db}"
 retry_max_backoff = "1s"
+# On PostgreSQL a restarted elevate does not free the killed one's job
+# leases (another replica might hold them): it waits them out.
+job_lease = "5s"
 
 [[targets]]
 id = "pg"
@@ -127,10 +133,10 @@ user = "broker"
 password_file = "{pw}"
 connect_timeout = "2s"
 {RESOURCES_TOML}"#,
-        db = db.display(),
+        db = database_url(db)?,
         port = pg.cluster.port(),
         pw = pg.password_file.display(),
-    )
+    ))
 }
 
 // ---- the server process -------------------------------------------------
@@ -962,14 +968,14 @@ fn check_samples(
     (seen, needed)
 }
 
-/// Cross-checks the SQLite file, opened read-only, against the API.
+/// Cross-checks the store's database at `db_url` (read-only where the
+/// engine allows it) against the API.
 async fn check_database(
-    db: &Path,
+    db_url: &str,
     shown: &BTreeMap<String, Value>,
     problems: &mut Vec<String>,
 ) -> Result<()> {
-    let mut conn =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display())).await?;
+    let mut conn = connect_store(&read_only(db_url)).await?;
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
         .fetch_one(&mut conn)
         .await?;
@@ -1053,10 +1059,10 @@ async fn killing_the_server_anywhere_loses_no_revocation_grants_nothing_unapprov
         .collect();
     pg.cluster.psql(&logins.join("\n"))?;
     let pg = Arc::new(pg);
-    let db = dir.path().join("elevate.db");
+    let db_url = database_url(&dir.path().join("elevate.db"))?;
     let config = dir.path().join("elevate.toml");
     let log: PathBuf = dir.path().join("elevate.log");
-    std::fs::write(&config, config_text(&pg, &db))?;
+    std::fs::write(&config, config_text(&pg, &dir.path().join("elevate.db"))?)?;
     let port = elevate_testkit::free_port()?;
 
     let mut server = Server::start(&config, port, &log, 0).await?;
@@ -1153,8 +1159,7 @@ async fn killing_the_server_anywhere_loses_no_revocation_grants_nothing_unapprov
             .iter()
             .filter(|r| !FINAL.contains(&r["state"].as_str().unwrap_or_default()))
             .count();
-        let mut conn =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display())).await?;
+        let mut conn = connect_store(&read_only(&db_url)).await?;
         let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
             .fetch_one(&mut conn)
             .await?;
@@ -1254,7 +1259,7 @@ async fn killing_the_server_anywhere_loses_no_revocation_grants_nothing_unapprov
     if !status.is_success() || verify["ok"] != true {
         problems.push(format!("audit chain does not verify: {status} {verify}"));
     }
-    check_database(&db, &shown, &mut problems).await?;
+    check_database(&db_url, &shown, &mut problems).await?;
     drop(server);
 
     // Each start after a kill that interrupted provider work says so.

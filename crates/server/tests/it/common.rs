@@ -1,6 +1,11 @@
 //! Shared harness: start elevate in-process on a free port (or as a real
 //! process, for crash tests), talk to it over HTTP, and set up a real
 //! PostgreSQL target.
+//!
+//! elevate's own store is SQLite or PostgreSQL as `ELEVATE_TEST_DATABASE`
+//! says (see `elevate_testkit::database`): configs name it with
+//! [`database_url`], and tests that look into it themselves use
+//! [`connect_store`], which speaks to either.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use elevate::config::Config;
 use elevate::Running;
-use elevate_testkit::PgCluster;
+use elevate_testkit::{database_url, on_postgres, PgCluster};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -114,12 +119,60 @@ id = "billing"
 parent = "prod"
 "#;
 
-pub fn dry_run_config(db: &Path, setup: &Setup) -> String {
+/// A config with a dry-run target; the store is the one `db` stands for
+/// (see [`database_url`]).
+pub fn dry_run_config(db: &Path, setup: &Setup) -> Result<String> {
+    Ok(dry_run_config_on(&database_url(db)?, setup))
+}
+
+/// [`dry_run_config`] with the store at `database` (a URL), for the few
+/// tests that must run on one engine.
+pub fn dry_run_config_on(database: &str, setup: &Setup) -> String {
     format!(
-        "{}\n[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}\"\nretry_max_backoff = \"1s\"\n\n[[targets]]\nid = \"demo\"\nkind = \"dry-run\"\nroles = [\"orders_writer\", \"orders_reader\"]\n{RESOURCES_TOML}",
+        "{}\n[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"{database}\"\nretry_max_backoff = \"1s\"\n\n[[targets]]\nid = \"demo\"\nkind = \"dry-run\"\nroles = [\"orders_writer\", \"orders_reader\"]\n{RESOURCES_TOML}",
         policy_toml("demo", setup),
-        db.display()
     )
+}
+
+/// A connection of the test's own to elevate's store at `url` (SQLite or
+/// PostgreSQL). SQL sent on it should use `$1, $2, …` placeholders and
+/// SQL both engines read.
+pub async fn connect_store(url: &str) -> Result<sqlx::AnyConnection> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(url)
+        .await
+        .with_context(|| format!("connecting to the store at {url}"))
+}
+
+/// `url`, opened read-only where the engine allows it per connection
+/// (SQLite's `mode=ro`); a PostgreSQL URL is returned as it is.
+pub fn read_only(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}mode=ro")
+    } else {
+        url.to_owned()
+    }
+}
+
+/// Whether elevate created its store for `db` (see [`database_url`]): on
+/// SQLite, whether the file exists; on PostgreSQL, where the harness
+/// creates the (empty) database beforehand, whether it holds any table.
+pub async fn store_created(db: &Path) -> Result<bool> {
+    if !on_postgres() {
+        return Ok(db.exists());
+    }
+    use sqlx::Connection;
+    let mut conn = connect_store(&database_url(db)?).await?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_catalog.pg_tables \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(tables > 0)
 }
 
 /// A real PostgreSQL target: a throwaway cluster with a broker role, two
@@ -153,14 +206,16 @@ impl PgTarget {
         })
     }
 
-    pub fn config(&self, db: &Path, setup: &Setup) -> String {
-        format!(
-            "{policy}\n[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://{db}\"\nretry_max_backoff = \"1s\"\n\n[[targets]]\nid = \"pg\"\nkind = \"postgres\"\nroles = [\"orders_writer\", \"orders_reader\"]\n[targets.postgres]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"broker\"\npassword_file = \"{pw}\"\nconnect_timeout = \"2s\"\n{RESOURCES_TOML}",
-            db = db.display(),
+    /// A config with this target; the store is the one `db` stands for
+    /// (see [`database_url`]).
+    pub fn config(&self, db: &Path, setup: &Setup) -> Result<String> {
+        Ok(format!(
+            "{policy}\n[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"{db}\"\nretry_max_backoff = \"1s\"\n\n[[targets]]\nid = \"pg\"\nkind = \"postgres\"\nroles = [\"orders_writer\", \"orders_reader\"]\n[targets.postgres]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"broker\"\npassword_file = \"{pw}\"\nconnect_timeout = \"2s\"\n{RESOURCES_TOML}",
+            db = database_url(db)?,
             policy = policy_toml("pg", setup),
             port = self.cluster.port(),
             pw = self.password_file.display(),
-        )
+        ))
     }
 
     /// Whether `user` is a member of `role`, asked of PostgreSQL itself.
@@ -181,7 +236,9 @@ impl PgTarget {
 
 pub struct TestApp {
     pub url: String,
-    pub db_path: PathBuf,
+    /// The store's database URL (`sqlite://…` or `postgres://…`), for
+    /// [`connect_store`].
+    pub db_url: String,
     /// Keeps the in-process server alive for the test's duration.
     _running: Option<Running>,
     http: reqwest::Client,
@@ -199,21 +256,22 @@ impl TestApp {
     pub async fn start_on(config_text: &str, listener: tokio::net::TcpListener) -> Result<TestApp> {
         let config = Config::parse(config_text, None)
             .map_err(|p| anyhow::anyhow!("test config invalid: {p:?}"))?;
-        let db_path = PathBuf::from(config.settings.database.trim_start_matches("sqlite://"));
+        let db_url = config.settings.database.clone();
         let running = elevate::start(config, Some(listener)).await?;
         Ok(TestApp {
             url: format!("http://{}", running.addr),
-            db_path,
+            db_url,
             _running: Some(running),
             http: reqwest::Client::new(),
         })
     }
 
-    /// A client for an elevate running elsewhere (a child process).
-    pub fn external(url: &str, db_path: PathBuf) -> TestApp {
+    /// A client for an elevate running elsewhere (a child process) on the
+    /// store at `db_url`.
+    pub fn external(url: &str, db_url: String) -> TestApp {
         TestApp {
             url: url.to_owned(),
-            db_path,
+            db_url,
             _running: None,
             http: reqwest::Client::new(),
         }
@@ -414,6 +472,6 @@ pub struct Env {
 pub async fn env(setup: Setup) -> Result<Env> {
     let dir = tempfile::tempdir()?;
     let pg = PgTarget::start(dir.path())?;
-    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &setup)).await?;
+    let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &setup)?).await?;
     Ok(Env { _dir: dir, pg, app })
 }

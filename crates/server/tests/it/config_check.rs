@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::common::{binary, dry_run_config, Setup};
+use crate::common::{binary, dry_run_config, store_created, Setup};
 
 /// Runs `elevate check-config PATH`.
 fn check_config(path: &Path) -> Result<Output> {
@@ -273,7 +273,7 @@ async fn a_valid_config_is_ok_and_creates_no_database() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("elevate.db");
     let file = dir.path().join("elevate.toml");
-    std::fs::write(&file, dry_run_config(&db, &Setup::default()))?;
+    std::fs::write(&file, dry_run_config(&db, &Setup::default())?)?;
 
     let out = check_config(&file)?;
     let stdout = String::from_utf8(out.stdout)?;
@@ -291,7 +291,10 @@ async fn a_valid_config_is_ok_and_creates_no_database() -> Result<()> {
         !stderr.contains("error"),
         "a valid config printed errors: {stderr}"
     );
-    ensure!(!db.exists(), "check-config created the database");
+    ensure!(
+        !store_created(&db).await?,
+        "check-config created the database"
+    );
     Ok(())
 }
 
@@ -299,7 +302,7 @@ async fn a_valid_config_is_ok_and_creates_no_database() -> Result<()> {
 async fn each_kind_of_mistake_is_reported_with_its_line() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("elevate.db");
-    let valid = dry_run_config(&db, &Setup::default());
+    let valid = dry_run_config(&db, &Setup::default())?;
     let mut failures = Vec::new();
 
     for case in cases(&valid)? {
@@ -333,7 +336,10 @@ async fn each_kind_of_mistake_is_reported_with_its_line() -> Result<()> {
             failures.push(format!("{}: {problem}\n{stderr}", case.name));
         }
     }
-    ensure!(!db.exists(), "check-config created the database");
+    ensure!(
+        !store_created(&db).await?,
+        "check-config created the database"
+    );
     if !failures.is_empty() {
         bail!("{}", failures.join("\n"));
     }
@@ -343,7 +349,7 @@ async fn each_kind_of_mistake_is_reported_with_its_line() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_mistakes_are_all_reported_at_once() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let valid = dry_run_config(&dir.path().join("elevate.db"), &Setup::default());
+    let valid = dry_run_config(&dir.path().join("elevate.db"), &Setup::default())?;
     let text = edit(
         &valid,
         "max_duration = \"1h\"",
@@ -437,7 +443,7 @@ fn serve_must_exit(args: &[&str], dir: &Path, within: Duration) -> Result<Output
 async fn serve_refuses_to_start_on_an_invalid_config() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("elevate.db");
-    let valid = dry_run_config(&db, &Setup::default());
+    let valid = dry_run_config(&db, &Setup::default())?;
     let text = edit(
         &valid,
         "roles = [\"orders_writer\", \"orders_reader\"]\nmax_duration",
@@ -468,7 +474,10 @@ async fn serve_refuses_to_start_on_an_invalid_config() -> Result<()> {
         stderr.contains("unknown role \"orders_admin\"") && stderr.contains("not starting"),
         "stderr should say what is wrong and that it does not start:\n{stderr}"
     );
-    ensure!(!db.exists(), "the refused server created its database");
+    ensure!(
+        !store_created(&db).await?,
+        "the refused server created its database"
+    );
 
     let missing = dir.path().join("missing.toml").display().to_string();
     let out = tokio::task::spawn_blocking({

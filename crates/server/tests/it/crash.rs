@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
+use elevate_testkit::database_url;
 
 use crate::common::{body, PgTarget, ServerProcess, Setup, TestApp};
 
@@ -16,10 +17,20 @@ async fn overdue_grants_are_removed_on_restart_after_a_kill_and_nothing_is_grant
     let pg = PgTarget::start(dir.path())?;
     let db = dir.path().join("elevate.db");
     let config = dir.path().join("elevate.toml");
-    std::fs::write(&config, pg.config(&db, &Setup::default()))?;
+    // A short job lease: on PostgreSQL a restarted elevate does not free the
+    // killed one's leases (another replica might hold them), it waits them
+    // out.
+    let text = pg.config(&db, &Setup::default())?;
+    let leased = text.replacen(
+        "retry_max_backoff = \"1s\"\n",
+        "retry_max_backoff = \"1s\"\njob_lease = \"5s\"\n",
+        1,
+    );
+    ensure!(leased != text, "test config layout changed");
+    std::fs::write(&config, leased)?;
     let port = elevate_testkit::free_port()?;
     let mut server = ServerProcess::start(&config, port).await?;
-    let app = TestApp::external(&server.url, db.clone());
+    let app = TestApp::external(&server.url, database_url(&db)?);
 
     let mut ids = Vec::new();
     for role in ["orders_writer", "orders_reader"] {

@@ -16,7 +16,7 @@ async fn check_tells_eligibility_and_whether_the_grant_is_live_now() -> Result<(
     let app = TestApp::start(&dry_run_config(
         &dir.path().join("elevate.db"),
         &Setup::default(),
-    ))
+    )?)
     .await?;
 
     let (status, v) = app.get("alice", Q).await?;
@@ -88,7 +88,7 @@ async fn check_tells_eligibility_and_whether_the_grant_is_live_now() -> Result<(
 async fn access_is_granted_only_if_the_requester_is_still_eligible_when_it_starts() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("elevate.db");
-    let config = dry_run_config(&db, &Setup::default());
+    let config = dry_run_config(&db, &Setup::default())?;
     let app = TestApp::start(&config).await?;
     let pending = app
         .request("alice", body("demo", "orders", "orders_writer", "10m"))
@@ -136,7 +136,7 @@ async fn a_path_that_is_not_utf8_is_a_json_400() -> Result<()> {
     let app = TestApp::start(&dry_run_config(
         &dir.path().join("elevate.db"),
         &Setup::default(),
-    ))
+    )?)
     .await?;
     let (status, v) = app.get("alice", "/api/v1/requests/%FF").await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);

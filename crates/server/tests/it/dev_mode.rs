@@ -2,6 +2,9 @@
 //! tokens, and a newcomer can request, have another demo user approve, see
 //! the grant active and end it, all with the CLI. It only listens on
 //! loopback.
+//!
+//! SQLite-only whatever `ELEVATE_TEST_DATABASE` says: dev mode's point is
+//! the embedded store a newcomer gets without setting anything up.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -43,6 +46,7 @@ impl DevServer {
             let child = Command::new(binary())
                 .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
                 .arg("--database")
+                // SQLite-only: dev mode's point is the embedded store.
                 .arg(format!("sqlite://{}", dir.join("dev.db").display()))
                 .current_dir(dir)
                 .env_remove("ELEVATE_CONFIG")
@@ -280,6 +284,8 @@ async fn dev_mode_refuses_to_listen_beyond_loopback() -> Result<()> {
             let mut child = Command::new(binary())
                 .args(["serve", "--dev", "--listen", &format!("{listen}:{port}")])
                 .arg("--database")
+                // SQLite-only: dev mode's point is the embedded store (and
+                // "created no database" is a file that does not exist).
                 .arg(format!("sqlite://{}", db.display()))
                 .current_dir(&path)
                 .env_remove("ELEVATE_CONFIG")

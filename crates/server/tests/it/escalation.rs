@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
+use elevate_testkit::database_url;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -58,7 +59,8 @@ const USERS: [(&str, &str, &[&str], &str); 8] = [
     ("rita", "rita@example.com", &["developers", "dba"], "rita"),
 ];
 
-fn config(db: &Path) -> String {
+/// The store is the one `db` stands for (see [`database_url`]).
+fn config(db: &Path) -> Result<String> {
     let mut users = String::new();
     for (name, email, groups, token_user) in USERS {
         let groups: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
@@ -68,14 +70,14 @@ fn config(db: &Path) -> String {
             elevate::auth::token_hash(&format!("t-{token_user}")),
         ));
     }
-    format!(
+    Ok(format!(
         r#"
 admins = ["group:platform-admins"]
 auditors = ["group:audit"]
 
 [server]
 listen = "127.0.0.1:0"
-database = "sqlite://{db}"
+database = "{db}"
 retry_max_backoff = "1s"
 
 [limits]
@@ -146,8 +148,8 @@ id = "staging"
 id = "orders-staging"
 parent = "staging"
 "#,
-        db = db.display(),
-    )
+        db = database_url(db)?,
+    ))
 }
 
 fn request_body(resource: &str, break_glass: bool) -> Value {
@@ -182,7 +184,7 @@ struct Env {
 impl Env {
     async fn start() -> Result<Env> {
         let dir = tempfile::tempdir()?;
-        let app = TestApp::start(&config(&dir.path().join("elevate.db"))).await?;
+        let app = TestApp::start(&config(&dir.path().join("elevate.db"))?).await?;
         Ok(Env { dir, app })
     }
 
@@ -1460,7 +1462,7 @@ async fn identity_comes_from_the_token_whatever_the_case_or_the_body() -> Result
     // Two users whose names (or e-mails) differ only in case are one
     // identity: the config refuses them.
     let db = env.dir.path().join("other.db");
-    let base = config(&db);
+    let base = config(&db)?;
     let dup_name = base.replacen(
         "[[users]]\nname = \"eve\"\nemail = \"eve@example.com\"",
         "[[users]]\nname = \"BOB\"\nemail = \"eve@example.com\"",

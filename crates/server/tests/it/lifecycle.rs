@@ -420,7 +420,7 @@ async fn a_grant_is_removed_from_the_login_it_was_given_to_even_after_the_mappin
     let pg = PgTarget::start(dir.path())?;
     pg.cluster.psql("CREATE ROLE alice_pg LOGIN")?;
     let db = dir.path().join("elevate.db");
-    let config = pg.config(&db, &Setup::default());
+    let config = pg.config(&db, &Setup::default())?;
     let app = TestApp::start(&config).await?;
     let id = app
         .request("alice", body("pg", "orders", "orders_writer", "1h"))

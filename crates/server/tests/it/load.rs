@@ -352,7 +352,7 @@ impl Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_clients_create_and_approve_without_errors_or_losses() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = dry_run_config(&dir.path().join("elevate.db"), &Setup::default());
+    let config = dry_run_config(&dir.path().join("elevate.db"), &Setup::default())?;
     let load = Arc::new(Load {
         app: TestApp::start(&config).await?,
         calls: AtomicUsize::new(0),

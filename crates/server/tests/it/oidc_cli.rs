@@ -403,7 +403,7 @@ fn config_file(env: &OidcEnv, name: &str, secret: &str) -> Result<PathBuf> {
         &env.peer.issuer(),
         &secret_file,
         "",
-    );
+    )?;
     std::fs::write(&path, text)?;
     Ok(path)
 }
@@ -485,7 +485,7 @@ async fn elevate_starts_with_the_provider_down_and_signs_in_once_it_is_back() ->
     peer.stop();
     let secret = dir.path().join("client-secret");
     std::fs::write(&secret, format!("{WEB_SECRET}\n"))?;
-    let text = config(&dir.path().join("elevate.db"), &peer.issuer(), &secret, "");
+    let text = config(&dir.path().join("elevate.db"), &peer.issuer(), &secret, "")?;
     let started = Instant::now();
     let app = TestApp::start_on(&text, listener).await?;
     // The refused connection is noticed at once; no provider timeout (10 s)
@@ -560,7 +560,7 @@ async fn a_provider_that_never_answers_does_not_hold_up_the_start() -> Result<()
     let dir = tempfile::tempdir()?;
     let secret = dir.path().join("client-secret");
     std::fs::write(&secret, format!("{WEB_SECRET}\n"))?;
-    let text = config(&dir.path().join("elevate.db"), &issuer, &secret, "");
+    let text = config(&dir.path().join("elevate.db"), &issuer, &secret, "")?;
     let started = Instant::now();
     let app = TestApp::start(&text).await?;
     let took = started.elapsed();

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use elevate_testkit::database_url;
 use elevate_testkit::oidc::{Browser, OidcOptions, OidcPeer, OidcUser};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -43,9 +44,10 @@ pub fn users_with_dave() -> Vec<OidcUser> {
     all
 }
 
-/// elevate's config against `issuer`; `extra` is appended (TOML).
-pub fn config(db: &Path, issuer: &str, secret_file: &Path, extra: &str) -> String {
-    format!(
+/// elevate's config against `issuer`, its store the one `db` stands for
+/// (see [`database_url`]); `extra` is appended (TOML).
+pub fn config(db: &Path, issuer: &str, secret_file: &Path, extra: &str) -> Result<String> {
+    Ok(format!(
         r#"
 admins = ["group:security"]
 auditors = ["group:security"]
@@ -55,7 +57,7 @@ min_duration = "1s"
 
 [server]
 listen = "127.0.0.1:0"
-database = "sqlite://{db}"
+database = "{db}"
 retry_max_backoff = "1s"
 
 [oidc]
@@ -104,9 +106,9 @@ approvers = ["group:dba"]
 quorum = 1
 {extra}
 "#,
-        db = db.display(),
+        db = database_url(db)?,
         secret = secret_file.display(),
-    )
+    ))
 }
 
 /// A provider, elevate in front of it, and a scratch directory.
@@ -156,7 +158,7 @@ impl OidcEnv {
             &peer.issuer(),
             &secret,
             "{EXTRA}",
-        );
+        )?;
         let text = edit(text).replace("{EXTRA}", "");
         let app = TestApp::start_on(&text, listener).await?;
         Ok(OidcEnv { peer, app, dir })

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
+use crate::common::{connect_store, read_only};
 use crate::oidc_common::{read_prod, users, OidcEnv, API_AUDIENCE, WEB_CLIENT, WEB_SECRET};
 
 /// The tokens a relying party gets from a code exchange.
@@ -141,8 +142,7 @@ struct Stored {
 }
 
 async fn stored(env: &OidcEnv) -> Result<Stored> {
-    let url = format!("sqlite://{}?mode=ro", env.app.db_path.display());
-    let mut db = sqlx::SqliteConnection::connect(&url).await?;
+    let mut db = connect_store(&read_only(&env.app.db_url)).await?;
     let mut counts = [0i64; 3];
     for (count, table) in counts
         .iter_mut()

@@ -181,7 +181,7 @@ async fn the_openapi_document_is_served_and_describes_every_route() -> Result<()
     let app = TestApp::start(&dry_run_config(
         &dir.path().join("elevate.db"),
         &Setup::default(),
-    ))
+    )?)
     .await?;
 
     // Served without a token, as JSON, byte for byte the embedded file.
@@ -367,7 +367,7 @@ async fn every_documented_error_code_is_a_real_code() -> Result<()> {
     let app = TestApp::start(&dry_run_config(
         &dir.path().join("elevate.db"),
         &Setup::default(),
-    ))
+    )?)
     .await?;
     let (status, doc) = app
         .call(Method::GET, "/api/v1/openapi.json", None, None)

@@ -190,7 +190,9 @@ async fn three_replicas_apply_and_remove_every_grant_exactly_once() -> Result<()
 
     // Every replica answers ready on the shared, migrated store.
     for app in apps {
-        let (status, v) = app.call(reqwest::Method::GET, "/readyz", None, None).await?;
+        let (status, v) = app
+            .call(reqwest::Method::GET, "/readyz", None, None)
+            .await?;
         ensure!(status == StatusCode::OK, "readyz: {status} {v}");
         ensure!(v["migrations_current"] == true, "{v}");
     }

@@ -18,7 +18,7 @@ const HOSTILE_REASON: &str = "<script>alert(1)</script> 本番DBの障害対応"
 async fn start() -> Result<(TestApp, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("elevate.db");
-    let app = TestApp::start(&dry_run_config(&db, &Setup::default())).await?;
+    let app = TestApp::start(&dry_run_config(&db, &Setup::default())?).await?;
     Ok((app, dir))
 }
 

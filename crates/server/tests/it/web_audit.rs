@@ -11,7 +11,7 @@ use elevate_testkit::oidc::Browser;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{body, dry_run_config, Setup, TestApp};
+use crate::common::{body, connect_store, dry_run_config, Setup, TestApp};
 use crate::web_common::{page, signed_in};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,7 +36,7 @@ async fn env() -> Result<Env> {
     let app = TestApp::start(&dry_run_config(
         &dir.path().join("elevate.db"),
         &Setup::default(),
-    ))
+    )?)
     .await?;
     let mut first = body("demo", "orders", "orders_reader", "30m");
     first["reason"] = json!(SCRIPT_REASON);
@@ -417,8 +417,7 @@ async fn the_history_pages_to_older_events_a_hundred_at_a_time() -> Result<()> {
 async fn an_edited_event_shows_the_chain_broken_where_it_was_edited() -> Result<()> {
     use sqlx::Connection;
     let env = env().await?;
-    let url = format!("sqlite://{}", env.app.db_path.display());
-    let mut db = sqlx::SqliteConnection::connect(&url).await?;
+    let mut db = connect_store(&env.app.db_url).await?;
     let edited = sqlx::query(
         r#"UPDATE audit SET details = '{"justification":"<i>nothing to see</i>"}' WHERE seq = 2"#,
     )
@@ -455,8 +454,7 @@ async fn the_chain_check_says_when_it_ran_and_runs_again_on_demand() -> Result<(
     ensure!(html.contains("Checked <time"), "when it checked: {html}");
     ensure!(html.contains("href=\"/audit?verify=now\""), "{html}");
 
-    let url = format!("sqlite://{}", env.app.db_path.display());
-    let mut db = sqlx::SqliteConnection::connect(&url).await?;
+    let mut db = connect_store(&env.app.db_url).await?;
     sqlx::query(r#"UPDATE audit SET actor = 'user:mallory' WHERE seq = 1"#)
         .execute(&mut db)
         .await?;

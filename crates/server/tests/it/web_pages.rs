@@ -22,7 +22,7 @@ async fn app() -> Result<(tempfile::TempDir, TestApp)> {
     let app = TestApp::start(&dry_run_config(
         &dir.path().join("elevate.db"),
         &Setup::default(),
-    ))
+    )?)
     .await?;
     Ok((dir, app))
 }

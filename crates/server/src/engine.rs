@@ -857,7 +857,15 @@ impl Broker {
         let mut running = tokio::task::JoinSet::new();
         loop {
             let mut claimed = false;
-            if running.len() < CONCURRENCY {
+            // Claiming is a write: look first (a read) whether anything is
+            // due at all, so a wake-up with nothing to do does not queue
+            // behind every other writer.
+            let due = match self.store.next_job_at().await {
+                Ok(Some(next)) => next <= Utc::now(),
+                Ok(None) => false,
+                Err(_) => true,
+            };
+            if due && running.len() < CONCURRENCY {
                 match self
                     .store
                     .claim_jobs(Utc::now(), self.job_lease, CONCURRENCY - running.len())

@@ -209,6 +209,9 @@ pub struct Store {
     url: String,
     /// Serialises this process's writers (see the module doc).
     write_lock: Arc<Mutex<()>>,
+    /// Names this process in its wake-up notifications, so its own
+    /// (already handled in-process) are ignored.
+    instance: Arc<str>,
     /// SQLite only: an exclusive lock on `DATABASE.lock`, held while the
     /// store is open: the in-process write lock, job leases and the lease
     /// release at start all assume one process per database file, so a
@@ -221,6 +224,7 @@ pub struct Tx<'a> {
     tx: Transaction<'static, Any>,
     _guard: MutexGuard<'a, ()>,
     engine: Engine,
+    instance: &'a str,
     /// Set when the transaction adds work or moves a deadline: other
     /// replicas are told on commit.
     wake: bool,
@@ -299,6 +303,7 @@ impl Store {
             engine: Engine::Postgres,
             url: url.to_owned(),
             write_lock: Arc::new(Mutex::new(())),
+            instance: instance_id(),
             _process_lock: None,
         })
     }
@@ -365,6 +370,7 @@ impl Store {
             engine: Engine::Sqlite,
             url: any_url,
             write_lock: Arc::new(Mutex::new(())),
+            instance: instance_id(),
             _process_lock: process_lock,
         };
         if memory {
@@ -395,17 +401,22 @@ impl Store {
     /// it" safe without per-row locking, on both engines alike.
     pub async fn begin(&self) -> Result<Tx<'_>> {
         let guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
-        if self.engine == Engine::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(WRITE_LOCK_KEY)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let tx = match self.engine {
+            // One round trip for both.
+            Engine::Postgres => {
+                self.pool
+                    .begin_with(format!(
+                        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+                    ))
+                    .await?
+            }
+            Engine::Sqlite => self.pool.begin().await?,
+        };
         Ok(Tx {
             tx,
             _guard: guard,
             engine: self.engine,
+            instance: &self.instance,
             wake: false,
         })
     }
@@ -427,6 +438,8 @@ impl Store {
                         wake();
                         loop {
                             match listener.recv().await {
+                                // This process woke its own tasks already.
+                                Ok(n) if n.payload() == &*self.instance => {}
                                 Ok(_) => wake(),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "wake-up listener lost its connection; reconnecting");
@@ -780,6 +793,21 @@ fn stored_request(row: &AnyRow) -> Result<StoredRequest> {
     })
 }
 
+/// A random name for this process's store (see `Store::instance`).
+fn instance_id() -> Arc<str> {
+    use sha2::Digest;
+    // Process id, time and a stack address (randomised by ASLR): unique
+    // among replicas without a random-number dependency in this crate.
+    let marker = 0_u8;
+    let seed = format!(
+        "{}-{:?}-{:p}",
+        std::process::id(),
+        std::time::SystemTime::now(),
+        &marker
+    );
+    Arc::from(hex::encode(&sha2::Sha256::digest(seed.as_bytes())[..8]))
+}
+
 /// The caller names the (redacted) URL; sqlx's own message never holds
 /// the password.
 fn connect_error(e: sqlx::Error) -> StoreError {
@@ -795,8 +823,9 @@ impl Tx<'_> {
         if self.wake && self.engine == Engine::Postgres {
             // Delivered to every listening replica when (and only if) the
             // transaction commits.
-            sqlx::query("SELECT pg_notify($1, '')")
+            sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(WAKE_CHANNEL)
+                .bind(self.instance)
                 .execute(&mut *self.tx)
                 .await?;
         }

@@ -388,3 +388,58 @@ async fn a_grant_made_through_a_stopped_replica_is_removed_on_time_by_another() 
     verify_chain(b).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_an_empty_database_migrate_it_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let logins = requesters(1);
+    let pg = target(dir.path(), &logins)?;
+    let (store, store_url) = store_cluster()?;
+    let file = dir.path().join("replica.toml");
+    std::fs::write(&file, config(&pg, &store_url, &logins))?;
+    let ports = [
+        elevate_testkit::free_port()?,
+        elevate_testkit::free_port()?,
+        elevate_testkit::free_port()?,
+    ];
+    // All three at once, on a database without a single table.
+    let (a, b, c) = tokio::join!(
+        ServerProcess::start(&file, ports[0]),
+        ServerProcess::start(&file, ports[1]),
+        ServerProcess::start(&file, ports[2]),
+    );
+    let servers = [a?, b?, c?];
+    for server in &servers {
+        let app = TestApp::external(&server.url, store_url.clone());
+        let (status, v) = app
+            .call(reqwest::Method::GET, "/readyz", None, None)
+            .await?;
+        ensure!(
+            status == StatusCode::OK
+                && v["migrations_current"] == true
+                && v["engine"] == "postgres",
+            "readyz: {status} {v}"
+        );
+    }
+    let versions = store.psql_db(
+        "elevate",
+        "SELECT count(*) || ' ' || count(DISTINCT version) || ' ' || max(version) FROM schema_version",
+    )?;
+    let expected = elevate_store::SCHEMA_VERSION;
+    ensure!(
+        versions == format!("{expected} {expected} {expected}"),
+        "each migration must be recorded once: rows, distinct versions, latest = {versions}"
+    );
+    // And the store works through any of them.
+    let app = TestApp::external(&servers[2].url, store_url.clone());
+    let id = app
+        .request(&logins[0], body("pg", "orders", "orders_writer", "2s"))
+        .await?;
+    TestApp::external(&servers[0].url, store_url.clone())
+        .approve("bob", &id)
+        .await?;
+    app.wait_state(&id, "ended", Duration::from_secs(30))
+        .await?;
+    assert_once_each(&pg, &logins)?;
+    Ok(())
+}

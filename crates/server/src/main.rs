@@ -368,15 +368,9 @@ fn main() -> ExitCode {
         Command::Db {
             command: DbCommand::Copy { from, to },
         } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match one_thread_runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(db_copy(&from, &to)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -387,15 +381,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Client(command) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match one_thread_runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(elevate_cli::run(cli.client, command)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -406,4 +394,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The runtime of a one-shot command (client calls, `db copy`): one thread
+/// is plenty. On failure the error line is printed already.
+fn one_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }

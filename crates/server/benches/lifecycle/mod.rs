@@ -1,0 +1,109 @@
+//! What the `throughput` and `replicas` benches share: one lifecycle's
+//! config, its per-phase timings and their summary, and small helpers.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+
+/// Approvers `a0`..`a3`; client `c` approves as `a{c % APPROVERS}`.
+pub const APPROVERS: usize = 4;
+
+pub fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub fn stats(mut v: Vec<f64>) -> Value {
+    v.sort_by(|a, b| a.total_cmp(b));
+    json!({
+        "p50": percentile(&v, 0.5),
+        "p99": percentile(&v, 0.99),
+        "max": v.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Requesters `r0`.. and approvers `a0`..`a3` on a dry-run target, with an
+/// auditor (`t-auditor`) for the audit check; the store at `database`.
+pub fn config(database: &str, requesters: usize) -> String {
+    let mut s = format!(
+        "auditors = [\"group:auditors\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"{database}\"\nretry_max_backoff = \"1s\"\n[limits]\nmin_duration = \"1s\"\n",
+    );
+    let mut user = |name: String, group: &str| {
+        s.push_str(&format!(
+            "[[users]]\nname = \"{name}\"\ngroups = [\"{group}\"]\ntoken_hashes = [\"{}\"]\n",
+            elevate::auth::token_hash(&format!("t-{name}"))
+        ));
+    };
+    for i in 0..requesters {
+        user(format!("r{i}"), "requesters");
+    }
+    for i in 0..APPROVERS {
+        user(format!("a{i}"), "approvers");
+    }
+    user("auditor".into(), "auditors");
+    s.push_str(
+        "[[targets]]\nid = \"bench\"\nkind = \"dry-run\"\nroles = [\"writer\"]\n[[targets.resources]]\nid = \"db\"
+[[eligibilities]]\nid = \"requesters-db\"\nsubjects = [\"group:requesters\"]\ntarget = \"bench\"\nresources = { ids = [\"db\"] }\nroles = [\"writer\"]\nmax_duration = \"1h\"
+[[approval_policies]]\nid = \"approvers-db\"\ntarget = \"bench\"\nresources = { ids = [\"db\"] }\napprovers = [\"group:approvers\"]\nquorum = 1\n",
+    );
+    s
+}
+
+/// Per-phase timings of one lifecycle, in ms.
+#[derive(Default, Clone, Copy)]
+pub struct Lap {
+    pub total: f64,
+    pub create: f64,
+    pub approve: f64,
+    pub to_active: f64,
+    pub revoke: f64,
+    pub to_revoked: f64,
+}
+
+#[derive(Default)]
+pub struct Laps {
+    pub laps: Vec<Lap>,
+    pub polls: usize,
+}
+
+pub fn summarize(laps: &Laps, wall: Duration) -> Value {
+    let col = |f: fn(&Lap) -> f64| laps.laps.iter().map(f).collect::<Vec<_>>();
+    let n = laps.laps.len();
+    json!({
+        "lifecycles": n,
+        "wall_s": wall.as_secs_f64(),
+        "lifecycles_per_s": n as f64 / wall.as_secs_f64(),
+        "lifecycle_ms": stats(col(|l| l.total)),
+        "create_ms": stats(col(|l| l.create)),
+        "approve_ms": stats(col(|l| l.approve)),
+        "approved_to_active_ms": stats(col(|l| l.to_active)),
+        "revoke_ms": stats(col(|l| l.revoke)),
+        "revoked_to_removed_ms": stats(col(|l| l.to_revoked)),
+        "polls_per_lifecycle": laps.polls as f64 / n.max(1) as f64,
+    })
+}
+
+pub async fn post(http: &reqwest::Client, url: &str, token: &str, body: Value) -> Result<Value> {
+    let resp = http.post(url).bearer_auth(token).json(&body).send().await?;
+    let status = resp.status();
+    let v: Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("{url}: {status} {v}");
+    }
+    Ok(v)
+}

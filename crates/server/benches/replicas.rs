@@ -66,7 +66,7 @@ use sqlx::{Connection, PgConnection};
 
 mod lifecycle;
 
-use lifecycle::{config, env, ms, post, summarize, Lap, Laps, APPROVERS};
+use lifecycle::{client, config, env, get, summarize, Laps};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elevate");
 /// Linux reports process and machine CPU times in 1/100 s ticks.
@@ -361,105 +361,6 @@ async fn sample_write_lock(url: String, stop: Arc<AtomicBool>) -> Result<Value> 
 }
 
 // ---- the lifecycles --------------------------------------------------------
-
-async fn get(http: &reqwest::Client, url: &str, token: &str) -> Result<Value> {
-    let resp = http.get(url).bearer_auth(token).send().await?;
-    let status = resp.status();
-    let v: Value = resp.json().await?;
-    if !status.is_success() {
-        bail!("{url}: {status} {v}");
-    }
-    Ok(v)
-}
-
-/// Polls the request until it reaches `want`; returns the number of polls.
-async fn wait_state(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    want: &str,
-    poll_max: Duration,
-) -> Result<usize> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut pause = Duration::from_millis(1);
-    let mut polls = 0;
-    loop {
-        polls += 1;
-        let v = get(http, url, token).await?;
-        match v["state"].as_str() {
-            Some(s) if s == want => return Ok(polls),
-            Some("failed") => bail!("{url}: failed: {}", v["status"]),
-            _ => {}
-        }
-        if Instant::now() > deadline {
-            bail!("{url}: never became {want} (last {})", v["state"]);
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(poll_max);
-    }
-}
-
-async fn client(
-    http: reqwest::Client,
-    apis: Arc<Vec<String>>,
-    c: usize,
-    next: Arc<AtomicUsize>,
-    total: usize,
-    poll_max: Duration,
-) -> Result<Laps> {
-    let requester = format!("t-r{c}");
-    let approver = format!("t-a{}", c % APPROVERS);
-    let mut out = Laps::default();
-    loop {
-        let k = next.fetch_add(1, Ordering::Relaxed);
-        if k >= total {
-            break;
-        }
-        // Step s of lifecycle k goes to replica (k + s) mod N.
-        let api = |step: usize| apis[(k + step) % apis.len()].as_str();
-        let t0 = Instant::now();
-        let created = post(
-            &http,
-            &format!("{}/requests", api(0)),
-            &requester,
-            json!({"target": "bench", "resource": "db", "role": "writer", "duration": "1h", "reason": "replicas bench"}),
-        )
-        .await?;
-        let id = created["id"].as_str().context("no id")?.to_owned();
-        let t1 = Instant::now();
-        post(
-            &http,
-            &format!("{}/requests/{id}/approve", api(1)),
-            &approver,
-            json!({}),
-        )
-        .await?;
-        let t2 = Instant::now();
-        let url = format!("{}/requests/{id}", api(2));
-        out.polls += wait_state(&http, &url, &requester, "active", poll_max).await?;
-        let t3 = Instant::now();
-        post(
-            &http,
-            &format!("{}/requests/{id}/revoke", api(2)),
-            &requester,
-            json!({}),
-        )
-        .await?;
-        let t4 = Instant::now();
-        let url = format!("{}/requests/{id}", api(3));
-        out.polls += wait_state(&http, &url, &requester, "revoked", poll_max).await?;
-        let t5 = Instant::now();
-        out.laps.push(Lap {
-            total: ms(t5 - t0),
-            create: ms(t1 - t0),
-            approve: ms(t2 - t1),
-            to_active: ms(t3 - t2),
-            revoke: ms(t4 - t3),
-            to_revoked: ms(t5 - t4),
-        });
-    }
-    Ok(out)
-}
 
 /// The PostgreSQL server of a run: its URL and its postmaster's PID.
 #[derive(Clone, Copy)]

@@ -52,7 +52,7 @@ use sqlx::{Connection, SqliteConnection};
 /// Write transactions elevate commits per lifecycle (see the module doc).
 mod lifecycle;
 
-use lifecycle::{config, env, ms, post, stats, summarize, Lap, Laps, APPROVERS};
+use lifecycle::{client, config, env, ms, stats, summarize, Lap, Laps, APPROVERS};
 
 const TXNS_PER_LIFECYCLE: usize = 7;
 
@@ -76,93 +76,6 @@ async fn start(dir: &Path, name: &str, requesters: usize) -> Result<elevate::Run
 
 // ---- over HTTP -------------------------------------------------------------
 
-/// Polls the request until it reaches `want`; returns the number of polls.
-async fn wait_http(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    want: &str,
-    poll_max: Duration,
-) -> Result<usize> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut pause = Duration::from_millis(1);
-    let mut polls = 0;
-    loop {
-        polls += 1;
-        let resp = http.get(url).bearer_auth(token).send().await?;
-        let status = resp.status();
-        let v: Value = resp.json().await?;
-        if !status.is_success() {
-            bail!("{url}: {status} {v}");
-        }
-        match v["state"].as_str() {
-            Some(s) if s == want => return Ok(polls),
-            Some("failed") => bail!("{url}: failed: {}", v["status"]),
-            _ => {}
-        }
-        if Instant::now() > deadline {
-            bail!("{url}: never became {want} (last {})", v["state"]);
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(poll_max);
-    }
-}
-
-async fn http_client(
-    http: reqwest::Client,
-    base: String,
-    c: usize,
-    next: Arc<AtomicUsize>,
-    total: usize,
-    poll_max: Duration,
-) -> Result<Laps> {
-    let requester = format!("t-r{c}");
-    let approver = format!("t-a{}", c % APPROVERS);
-    let mut out = Laps::default();
-    while next.fetch_add(1, Ordering::Relaxed) < total {
-        let t0 = Instant::now();
-        let created = post(
-            &http,
-            &format!("{base}/requests"),
-            &requester,
-            json!({"target": "bench", "resource": "db", "role": "writer", "duration": "1h", "reason": "throughput bench"}),
-        )
-        .await?;
-        let id = created["id"].as_str().context("no id")?.to_owned();
-        let t1 = Instant::now();
-        post(
-            &http,
-            &format!("{base}/requests/{id}/approve"),
-            &approver,
-            json!({}),
-        )
-        .await?;
-        let t2 = Instant::now();
-        let url = format!("{base}/requests/{id}");
-        out.polls += wait_http(&http, &url, &requester, "active", poll_max).await?;
-        let t3 = Instant::now();
-        post(
-            &http,
-            &format!("{base}/requests/{id}/revoke"),
-            &requester,
-            json!({}),
-        )
-        .await?;
-        let t4 = Instant::now();
-        out.polls += wait_http(&http, &url, &requester, "revoked", poll_max).await?;
-        let t5 = Instant::now();
-        out.laps.push(Lap {
-            total: ms(t5 - t0),
-            create: ms(t1 - t0),
-            approve: ms(t2 - t1),
-            to_active: ms(t3 - t2),
-            revoke: ms(t4 - t3),
-            to_revoked: ms(t5 - t4),
-        });
-    }
-    Ok(out)
-}
-
 async fn run_http(dir: &Path, p: Params) -> Result<(Value, Value)> {
     let running = start(dir, "http.db", p.clients.max(50)).await?;
     let base = format!("http://{}/api/v1", running.addr);
@@ -172,10 +85,11 @@ async fn run_http(dir: &Path, p: Params) -> Result<(Value, Value)> {
     let next = Arc::new(AtomicUsize::new(0));
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let apis = Arc::new(vec![base]);
     for c in 0..p.clients {
-        tasks.spawn(http_client(
+        tasks.spawn(client(
             http.clone(),
-            base.clone(),
+            apis.clone(),
             c,
             next.clone(),
             p.lifecycles,

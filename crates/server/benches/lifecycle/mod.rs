@@ -1,9 +1,11 @@
 //! What the `throughput` and `replicas` benches share: one lifecycle's
 //! config, its per-phase timings and their summary, and small helpers.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 /// Approvers `a0`..`a3`; client `c` approves as `a{c % APPROVERS}`.
@@ -106,4 +108,103 @@ pub async fn post(http: &reqwest::Client, url: &str, token: &str, body: Value) -
         bail!("{url}: {status} {v}");
     }
     Ok(v)
+}
+
+pub async fn get(http: &reqwest::Client, url: &str, token: &str) -> Result<Value> {
+    let resp = http.get(url).bearer_auth(token).send().await?;
+    let status = resp.status();
+    let v: Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("{url}: {status} {v}");
+    }
+    Ok(v)
+}
+
+/// Polls the request until it reaches `want`; returns the number of polls.
+pub async fn wait_state(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    want: &str,
+    poll_max: Duration,
+) -> Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(1);
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let v = get(http, url, token).await?;
+        match v["state"].as_str() {
+            Some(s) if s == want => return Ok(polls),
+            Some("failed") => bail!("{url}: failed: {}", v["status"]),
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            bail!("{url}: never became {want} (last {})", v["state"]);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(poll_max);
+    }
+}
+
+pub async fn client(
+    http: reqwest::Client,
+    apis: Arc<Vec<String>>,
+    c: usize,
+    next: Arc<AtomicUsize>,
+    total: usize,
+    poll_max: Duration,
+) -> Result<Laps> {
+    let requester = format!("t-r{c}");
+    let approver = format!("t-a{}", c % APPROVERS);
+    let mut out = Laps::default();
+    loop {
+        let k = next.fetch_add(1, Ordering::Relaxed);
+        if k >= total {
+            break;
+        }
+        // Step s of lifecycle k goes to replica (k + s) mod N.
+        let api = |step: usize| apis[(k + step) % apis.len()].as_str();
+        let t0 = Instant::now();
+        let created = post(
+            &http,
+            &format!("{}/requests", api(0)),
+            &requester,
+            json!({"target": "bench", "resource": "db", "role": "writer", "duration": "1h", "reason": "benchmark lifecycle"}),
+        )
+        .await?;
+        let id = created["id"].as_str().context("no id")?.to_owned();
+        let t1 = Instant::now();
+        post(
+            &http,
+            &format!("{}/requests/{id}/approve", api(1)),
+            &approver,
+            json!({}),
+        )
+        .await?;
+        let t2 = Instant::now();
+        let url = format!("{}/requests/{id}", api(2));
+        out.polls += wait_state(&http, &url, &requester, "active", poll_max).await?;
+        let t3 = Instant::now();
+        post(
+            &http,
+            &format!("{}/requests/{id}/revoke", api(2)),
+            &requester,
+            json!({}),
+        )
+        .await?;
+        let t4 = Instant::now();
+        let url = format!("{}/requests/{id}", api(3));
+        out.polls += wait_state(&http, &url, &requester, "revoked", poll_max).await?;
+        let t5 = Instant::now();
+        out.laps.push(Lap {
+            total: ms(t5 - t0),
+            create: ms(t1 - t0),
+            approve: ms(t2 - t1),
+            to_active: ms(t3 - t2),
+            revoke: ms(t4 - t3),
+            to_revoked: ms(t5 - t4),
+        });
+    }
+    Ok(out)
 }

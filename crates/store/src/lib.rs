@@ -1042,6 +1042,118 @@ mod tests {
         assert_eq!(redact_url("sqlite://a@b.db"), "sqlite://a@b.db");
     }
 
+    /// A request row for jobs to refer to (the domain value is not read).
+    async fn request_row(store: &Store, id: &str) {
+        sqlx::query(
+            "INSERT INTO requests (id, requester, target, resource, role, grant_key, state, deadline, extends, break_glass, created_at, updated_at, doc)
+             VALUES ($1, 'alice', 'demo', 'orders', 'orders_writer', 'k', 'approved', NULL, NULL, 0, 0, 0, '{}')",
+        )
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_lease_ran_out_and_was_taken_again_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = elevate_testkit::database_url(&dir.path().join("e.db")).unwrap();
+        let store = Store::open(&url).await.unwrap();
+        let id = RequestId::parse("r-aaaaaaaaaaaa").unwrap();
+        request_row(&store, id.as_str()).await;
+        let t0 = from_millis(1_700_000_000_000).unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.enqueue_job(&id, JobKind::Apply, "k", t0).await.unwrap();
+        tx.commit().await.unwrap();
+        let lease = Duration::from_secs(60);
+
+        let first = store.claim_jobs(t0, lease, 10).await.unwrap();
+        assert_eq!(first.len(), 1);
+        // Still leased: nobody else gets it.
+        let during = t0 + chrono::Duration::seconds(30);
+        assert!(store
+            .claim_jobs(during, lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // The lease ran out: another worker claims it again.
+        let after = t0 + chrono::Duration::seconds(61);
+        let second = store.claim_jobs(after, lease, 10).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].lease, second[0].lease);
+
+        let mut tx = store.begin().await.unwrap();
+        assert!(
+            !tx.finish_job(&first[0]).await.unwrap(),
+            "a lost lease records nothing"
+        );
+        assert!(!tx.retry_job(&first[0], after, "late").await.unwrap());
+        assert!(
+            tx.finish_job(&second[0]).await.unwrap(),
+            "the new holder records it"
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(store.job_backlog().await.unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn replicas_wake_each_other_on_new_work_but_not_themselves() {
+        // Always PostgreSQL: this is the cross-replica mechanism itself.
+        let cluster = elevate_testkit::PgCluster::start().unwrap();
+        cluster.psql("CREATE DATABASE wake").unwrap();
+        let url = cluster.url("postgres", None, "wake");
+        let a = Store::open(&url).await.unwrap();
+        let b = Store::open(&url).await.unwrap();
+        let (tx_wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = b.clone();
+        let watching = tokio::spawn(async move {
+            watcher
+                .watch_wakeups(move || {
+                    let _ = tx_wake.send(());
+                })
+                .await
+        });
+        let within = Duration::from_secs(10);
+        // One wake-up once listening (anything sent before was missed).
+        tokio::time::timeout(within, woken.recv()).await.unwrap();
+
+        // Work queued through the other replica wakes this one.
+        let id = RequestId::parse("r-bbbbbbbbbbbb").unwrap();
+        request_row(&a, id.as_str()).await;
+        let mut tx = a.begin().await.unwrap();
+        tx.enqueue_job(&id, JobKind::Apply, "k", chrono::Utc::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        tokio::time::timeout(within, woken.recv()).await.unwrap();
+
+        // A transaction that adds no work wakes nobody; this replica's own
+        // work does not wake itself (it woke its tasks in-process).
+        let mut tx = a.begin().await.unwrap();
+        tx.set_account(&id, "x").await.unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = b.begin().await.unwrap();
+        tx.enqueue_job(&id, JobKind::Remove, "k", chrono::Utc::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        // Then one more from the other replica: the first wake-up to arrive
+        // must be this one, so none came in between.
+        let mut tx = a.begin().await.unwrap();
+        tx.enqueue_job(&id, JobKind::Remove, "k", chrono::Utc::now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        tokio::time::timeout(within, woken.recv()).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), woken.recv())
+                .await
+                .is_err(),
+            "only the other replica's work may wake this one"
+        );
+        watching.abort();
+    }
+
     #[tokio::test]
     async fn a_second_process_on_the_same_database_is_refused_until_the_first_closes() {
         let dir = tempfile::tempdir().unwrap();

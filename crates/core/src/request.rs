@@ -241,6 +241,14 @@ pub enum Action {
     GrantRemoved,
     GrantExtended,
     BreakGlassAcknowledged,
+    /// A pending request's approvers were reminded of it.
+    RequestReminded,
+    /// A pending request was escalated to its policy's fallback approvers.
+    RequestEscalated,
+    /// The grant's window ends soon (a notice, no change of state).
+    GrantEndingSoon,
+    /// Removing the grant from the target failed; it is being retried.
+    GrantRemovalFailing,
 }
 
 impl Action {
@@ -261,6 +269,10 @@ impl Action {
             Action::GrantRemoved => "grant.removed",
             Action::GrantExtended => "grant.extended",
             Action::BreakGlassAcknowledged => "break_glass.acknowledged",
+            Action::RequestReminded => "request.reminded",
+            Action::RequestEscalated => "request.escalated",
+            Action::GrantEndingSoon => "grant.ending_soon",
+            Action::GrantRemovalFailing => "grant.removal_failing",
         }
     }
 }

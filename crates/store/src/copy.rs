@@ -157,6 +157,53 @@ const TABLES: &[Table] = &[
         columns: &[("state_hash", Text), ("doc", Text), ("expires_at", Int)],
         key: &["state_hash"],
     },
+    Table {
+        name: "outbox_cursors",
+        columns: &[
+            ("name", Text),
+            ("last_seq", Int),
+            ("run_at", Int),
+            ("attempts", Int),
+            ("last_error", Text),
+            ("locked_until", Int),
+        ],
+        key: &["name"],
+    },
+    Table {
+        name: "deliveries",
+        columns: &[
+            ("id", Int),
+            ("audit_seq", Int),
+            ("request_id", Text),
+            ("event", Text),
+            ("channel", Text),
+            ("recipient", Text),
+            ("doc", Text),
+            ("state", Text),
+            ("run_at", Int),
+            ("attempts", Int),
+            ("last_error", Text),
+            ("locked_until", Int),
+            ("created_at", Int),
+            ("done_at", Int),
+        ],
+        key: &["id"],
+    },
+    Table {
+        name: "spent_links",
+        columns: &[("nonce", Text), ("used_at", Int), ("expires_at", Int)],
+        key: &["nonce"],
+    },
+    Table {
+        name: "followups",
+        columns: &[("request_id", Text), ("kind", Text), ("at", Int)],
+        key: &["request_id", "kind"],
+    },
+    Table {
+        name: "settings",
+        columns: &[("name", Text), ("value", Text)],
+        key: &["name"],
+    },
 ];
 
 /// The table whose rows a destination may already hold (see the module
@@ -164,7 +211,7 @@ const TABLES: &[Table] = &[
 const REWRITTEN_AT_START: &str = "eligibility_seen";
 
 /// Tables with an auto-increment `id` whose position is carried over.
-const SEQUENCED: [&str; 2] = ["jobs", "job_attempts"];
+const SEQUENCED: [&str; 3] = ["jobs", "job_attempts", "deliveries"];
 
 /// What [`copy`] copied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -407,7 +454,8 @@ impl Copier {
     /// between requests put off until every request is in.
     fn adjust(&mut self, table: &Table, page: &mut [Vec<Value>]) {
         match table.name {
-            "jobs" => {
+            // Leases of the process that held them, which is not running.
+            "jobs" | "deliveries" | "outbox_cursors" => {
                 let Some(at) = position(table, "locked_until") else {
                     return;
                 };

@@ -107,6 +107,55 @@ const MIGRATIONS: &[&str] = &[
         doc        TEXT NOT NULL,
         expires_at INTEGER NOT NULL
     );",
+    // 5: notifications and follow-ups (outbox.rs, followups.rs).
+    // `outbox_cursors`: how far each reader of the audit chain (the
+    // notifier, each signed webhook) has got, claimed with a lease like a
+    // job. `deliveries`: one message to one recipient on one channel,
+    // retried until sent or given up. `spent_links`: approval links used
+    // once. `followups`: reminders, escalations and "ending soon" notices
+    // already given, so each happens once. `settings`: values the
+    // replicas share, such as the key approval links are signed with.
+    "CREATE TABLE outbox_cursors (
+        name         TEXT PRIMARY KEY,
+        last_seq     INTEGER NOT NULL,
+        run_at       INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        locked_until INTEGER
+    );
+    CREATE TABLE deliveries (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        audit_seq    INTEGER NOT NULL,
+        request_id   TEXT,
+        event        TEXT NOT NULL,
+        channel      TEXT NOT NULL,
+        recipient    TEXT NOT NULL,
+        doc          TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        run_at       INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        locked_until INTEGER,
+        created_at   INTEGER NOT NULL,
+        done_at      INTEGER
+    );
+    CREATE INDEX deliveries_due ON deliveries(state, run_at);
+    CREATE INDEX deliveries_request ON deliveries(request_id);
+    CREATE TABLE spent_links (
+        nonce      TEXT PRIMARY KEY,
+        used_at    INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE followups (
+        request_id TEXT NOT NULL REFERENCES requests(id),
+        kind       TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        PRIMARY KEY (request_id, kind)
+    );
+    CREATE TABLE settings (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
 ];
 
 pub async fn migrate(conn: &mut AnyConnection, engine: Engine) -> Result<()> {

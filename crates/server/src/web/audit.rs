@@ -60,7 +60,7 @@ pub(super) fn refusal_unless_auditor(v: &Viewer) -> Option<Response> {
 // ---- filters ----------------------------------------------------------------
 
 /// Every action, for the filter's choices.
-const ACTIONS: [Action; 15] = [
+const ACTIONS: [Action; 19] = [
     Action::RequestCreated,
     Action::ApprovalRecorded,
     Action::RequestApproved,
@@ -76,6 +76,10 @@ const ACTIONS: [Action; 15] = [
     Action::GrantRemoved,
     Action::GrantExtended,
     Action::BreakGlassAcknowledged,
+    Action::RequestReminded,
+    Action::RequestEscalated,
+    Action::GrantEndingSoon,
+    Action::GrantRemovalFailing,
 ];
 
 /// A new action fails to compile here until it is added to [`ACTIONS`].
@@ -94,7 +98,11 @@ const _: fn(Action) = |a| match a {
     | Action::GrantDeactivated
     | Action::GrantRemoved
     | Action::GrantExtended
-    | Action::BreakGlassAcknowledged => {}
+    | Action::BreakGlassAcknowledged
+    | Action::RequestReminded
+    | Action::RequestEscalated
+    | Action::GrantEndingSoon
+    | Action::GrantRemovalFailing => {}
 };
 
 /// The filters as typed, to refill the form and build links.

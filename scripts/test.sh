@@ -26,6 +26,15 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
+# aiosmtpd (PyPI), the SMTP server the e-mail tests deliver to
+# (crates/testkit/src/smtp.rs), for the Python they run it with.
+# PIP_BREAK_SYSTEM_PACKAGES: a Debian python3 refuses pip otherwise.
+smtp_python=${ELEVATE_PYTHON:-python3}
+if ! "$smtp_python" -c 'import aiosmtpd' >/dev/null 2>&1; then
+  echo "== installing aiosmtpd"
+  PIP_BREAK_SYSTEM_PACKAGES=1 "$smtp_python" -m pip install --quiet --disable-pip-version-check "aiosmtpd==1.4.6"
+fi
+
 # The OpenID Connect provider the sign-in tests start (testpeers/oidc:
 # oidc-provider from npm, pinned by package-lock.json); reinstalled when the
 # lock file is newer than node_modules. Needs Node.js 20.12 or later, which

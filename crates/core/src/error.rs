@@ -33,6 +33,29 @@ pub enum DomainError {
     DurationTooShort { requested: String, minimum: String },
     #[error("a ticket reference is required for this role")]
     TicketRequired,
+    /// The ticket reference does not have the form the eligibility asks
+    /// for (`ticket_pattern`).
+    #[error("ticket \"{ticket}\" does not match the required form {pattern}")]
+    TicketMismatch { ticket: String, pattern: String },
+    /// The ticket system answered, and the ticket is not open.
+    #[error("ticket \"{ticket}\" is not open in {system} (status: {status}); access needs an open ticket")]
+    TicketNotOpen {
+        system: String,
+        ticket: String,
+        status: String,
+    },
+    /// The ticket system does not know the ticket (HTTP 404).
+    #[error("ticket \"{ticket}\" does not exist in {system}")]
+    TicketUnknown { system: String, ticket: String },
+    /// The ticket system could not confirm the ticket (unreachable, timed
+    /// out, an error or an answer elevate cannot read). Deny by default:
+    /// an unconfirmed ticket is no ticket.
+    #[error("the ticket system {system} could not confirm ticket \"{ticket}\" ({reason}); try again later")]
+    TicketSystemUnavailable {
+        system: String,
+        ticket: String,
+        reason: String,
+    },
     #[error("break-glass is not allowed for this role")]
     BreakGlassNotAllowed,
     #[error("a break-glass request starts at once; it cannot be scheduled")]
@@ -84,6 +107,10 @@ impl DomainError {
             DomainError::DurationTooLong { .. } => "duration_too_long",
             DomainError::DurationTooShort { .. } => "duration_too_short",
             DomainError::TicketRequired => "ticket_required",
+            DomainError::TicketMismatch { .. } => "ticket_mismatch",
+            DomainError::TicketNotOpen { .. } => "ticket_not_open",
+            DomainError::TicketUnknown { .. } => "ticket_unknown",
+            DomainError::TicketSystemUnavailable { .. } => "ticket_system_unavailable",
             DomainError::BreakGlassNotAllowed => "break_glass_not_allowed",
             DomainError::BreakGlassScheduled => "break_glass_scheduled",
             DomainError::StartInPast(_) => "start_in_past",

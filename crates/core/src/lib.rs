@@ -12,9 +12,12 @@
 //!   transition returns the new request, the audit events it produces and the
 //!   provider work it implies; the caller persists all three in one
 //!   transaction.
+//! - [`automation`]: auto-approval rules (on-call, business hours, low
+//!   risk) and the on-call schedule file, as pure functions of `now`.
 //! - [`browse`]: paging through a person's choices in large catalogs.
 //! - [`error`]: the domain's refusals, each with a stable code.
 
+pub mod automation;
 pub mod browse;
 pub mod error;
 pub mod policy;

@@ -18,9 +18,10 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
+use crate::automation::{AutoApproval, AutoApproveAsk, AutoApproveRule};
 use crate::error::DomainError;
 use crate::principal::{AuthMethod, Authn, Principal, Subject};
-use crate::values::{Name, Span};
+use crate::values::{Name, Span, Ticket, TicketPattern};
 use crate::Timestamp;
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +42,9 @@ pub struct Target {
     /// listing so nobody mistakes a rehearsal for real access.
     pub dry_run: bool,
     pub roles: BTreeSet<Name>,
+    /// Roles an auto-approval rule with `low_risk = true` may approve
+    /// (`low_risk_roles` in the config); a subset of `roles`.
+    pub low_risk_roles: BTreeSet<Name>,
     pub resources: BTreeMap<Name, Resource>,
 }
 
@@ -119,6 +123,11 @@ pub struct Eligibility {
     pub max_duration: Span,
     pub approval_required: bool,
     pub ticket_required: bool,
+    /// The form the ticket reference must have (implies `ticket_required`).
+    pub ticket_pattern: Option<TicketPattern>,
+    /// The configured ticket system that must confirm the ticket is open
+    /// at request time (implies `ticket_required`).
+    pub ticket_system: Option<Name>,
     pub break_glass: bool,
     /// Activation needs a fresh strong sign-in (see [`StepUpRule`]).
     pub step_up: bool,
@@ -134,6 +143,19 @@ pub struct Eligibility {
 impl Eligibility {
     pub fn valid_at(&self, now: Timestamp) -> bool {
         self.not_before.is_none_or(|nb| now >= nb) && now < self.not_after
+    }
+
+    /// Whether `ticket` has the form this eligibility asks for. The
+    /// presence of a ticket is checked by [`Catalog::permit`].
+    pub fn check_ticket(&self, ticket: Option<&Ticket>) -> Result<(), DomainError> {
+        match (&self.ticket_pattern, ticket) {
+            (Some(pattern), Some(t)) if !pattern.matches(t) => Err(DomainError::TicketMismatch {
+                ticket: t.as_str().to_owned(),
+                pattern: pattern.as_str().to_owned(),
+            }),
+            (Some(_), None) => Err(DomainError::TicketRequired),
+            _ => Ok(()),
+        }
     }
 
     /// Whether `p`'s attributes meet every condition.
@@ -230,6 +252,16 @@ pub struct ApprovalPolicy {
     pub pending_timeout: Span,
     /// Approvers must have signed in strongly and recently.
     pub step_up: bool,
+    /// Rules that approve a request at creation without a person; see
+    /// [`Catalog::auto_approval`].
+    pub auto_approve: Vec<AutoApproveRule>,
+    /// A pending request is brought to its approvers' attention again
+    /// this long after it was created.
+    pub remind_after: Option<Span>,
+    /// This long after creation a pending request is escalated: the
+    /// `escalate_to` subjects may approve it too.
+    pub escalate_after: Option<Span>,
+    pub escalate_to: Vec<Subject>,
 }
 
 /// What it takes to approve one (target, resource, role), combined over
@@ -242,11 +274,32 @@ pub struct ApprovalRequirement {
     pub pending_timeout: Span,
     /// Some matching policy asks approvers for a step-up sign-in.
     pub step_up: bool,
+    /// The earliest reminder any matching policy asks for.
+    pub remind_after: Option<Span>,
+    /// The earliest escalation any matching policy asks for ...
+    pub escalate_after: Option<Span>,
+    /// ... to the fallback approvers of every matching policy.
+    pub escalate_to: Vec<Subject>,
 }
 
 impl ApprovalRequirement {
     pub fn allows(&self, principal: &Principal) -> bool {
         principal.matches_any(&self.approvers)
+    }
+
+    /// The requirement for one request: once it was escalated, its
+    /// fallback approvers approve (and see) it like the others. The
+    /// requester still never approves their own request (checked by the
+    /// transitions).
+    pub fn with_escalation(mut self, escalated: bool) -> Self {
+        if escalated {
+            for s in std::mem::take(&mut self.escalate_to) {
+                if !self.approvers.contains(&s) {
+                    self.approvers.push(s);
+                }
+            }
+        }
+        self
     }
 }
 
@@ -695,6 +748,13 @@ impl Catalog {
         let mut quorum = 0;
         let mut timeout: Option<Span> = None;
         let mut step_up = false;
+        let mut remind_after: Option<Span> = None;
+        let mut escalate_after: Option<Span> = None;
+        let mut escalate_to: Vec<Subject> = Vec::new();
+        let earliest = |a: Option<Span>, b: Option<Span>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let candidates = self
             .tables()
             .policies_by_resource
@@ -715,6 +775,15 @@ impl Catalog {
             quorum = quorum.max(p.quorum.max(1));
             step_up |= p.step_up;
             timeout = Some(timeout.map_or(p.pending_timeout, |t| t.min(p.pending_timeout)));
+            remind_after = earliest(remind_after, p.remind_after);
+            if p.escalate_after.is_some() {
+                escalate_after = earliest(escalate_after, p.escalate_after);
+                for s in &p.escalate_to {
+                    if !escalate_to.contains(s) {
+                        escalate_to.push(s.clone());
+                    }
+                }
+            }
         }
         if policies.is_empty() {
             return None;
@@ -725,7 +794,77 @@ impl Catalog {
             quorum,
             pending_timeout: timeout.unwrap_or(self.limits.default_pending_timeout),
             step_up,
+            remind_after,
+            escalate_after,
+            escalate_to,
         })
+    }
+
+    /// Whether any approval policy asks for reminders or escalation (the
+    /// scheduler skips looking for them otherwise).
+    pub fn has_followups(&self) -> bool {
+        self.approval_policies
+            .iter()
+            .any(|p| p.remind_after.is_some() || p.escalate_after.is_some())
+    }
+
+    /// The auto-approval rule that approves this request, if one does.
+    /// Called only for a request an eligibility already permitted (rules
+    /// approve, they never widen what may be asked for). Safety limits:
+    /// - never for break-glass (it needs no approval, and its after-the-fact
+    ///   review is a person's job);
+    /// - every approval policy covering the request must have a rule that
+    ///   fires: policies combine strictly, so one policy's rule cannot
+    ///   waive another policy's approvers;
+    /// - time-dependent conditions must hold at `now` and, for a scheduled
+    ///   request, at its start too: being on call today does not approve
+    ///   access next week.
+    ///
+    /// Pure: the answer depends only on the catalog, the arguments and
+    /// `now`.
+    pub fn auto_approval(
+        &self,
+        requester: &Principal,
+        ask: Ask<'_>,
+        starts_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Option<AutoApproval> {
+        if ask.break_glass {
+            return None;
+        }
+        let target = self.targets.get(ask.target)?;
+        let resource = target.resources.get(ask.resource)?;
+        let candidates = self
+            .tables()
+            .policies_by_resource
+            .get(&(target.id.clone(), resource.id.clone()))?;
+        let rule_ask = AutoApproveAsk {
+            requester,
+            duration: ask.duration,
+            low_risk_role: target.low_risk_roles.contains(ask.role),
+        };
+        let mut first: Option<AutoApproval> = None;
+        for p in candidates
+            .iter()
+            .filter_map(|i| self.approval_policies.get(*i))
+            .filter(|p| {
+                p.roles
+                    .as_ref()
+                    .is_none_or(|roles| roles.contains(ask.role))
+            })
+        {
+            let fired = p.auto_approve.iter().find(|r| {
+                r.fires(&rule_ask, now)
+                    && starts_at
+                        .filter(|s| *s > now && r.time_dependent())
+                        .is_none_or(|s| r.fires(&rule_ask, s))
+            })?;
+            first.get_or_insert_with(|| AutoApproval {
+                rule: fired.name.clone(),
+                policy: p.id.clone(),
+            });
+        }
+        first
     }
 }
 
@@ -778,6 +917,7 @@ pub(crate) mod tests {
             kind: "postgres".into(),
             dry_run: false,
             roles: [n("writer"), n("reader")].into_iter().collect(),
+            low_risk_roles: [n("reader")].into_iter().collect(),
             resources: resources.into_iter().map(|r| (r.id.clone(), r)).collect(),
         };
         Catalog {
@@ -794,6 +934,8 @@ pub(crate) mod tests {
                 max_duration: Span::from_secs(3600),
                 approval_required: true,
                 ticket_required: false,
+                ticket_pattern: None,
+                ticket_system: None,
                 break_glass: true,
                 step_up: false,
                 conditions: BTreeMap::new(),
@@ -813,6 +955,10 @@ pub(crate) mod tests {
                     quorum: 1,
                     pending_timeout: Span::from_secs(3 * 3600),
                     step_up: false,
+                    auto_approve: Vec::new(),
+                    remind_after: None,
+                    escalate_after: None,
+                    escalate_to: Vec::new(),
                 },
                 ApprovalPolicy {
                     id: n("orders-team"),
@@ -828,6 +974,10 @@ pub(crate) mod tests {
                     quorum: 2,
                     pending_timeout: Span::from_secs(3600),
                     step_up: false,
+                    auto_approve: Vec::new(),
+                    remind_after: None,
+                    escalate_after: None,
+                    escalate_to: Vec::new(),
                 },
             ],
             admins: vec![Subject::parse("group:security").unwrap()],
@@ -1094,5 +1244,126 @@ pub(crate) mod tests {
         assert!(c
             .eligibilities_covering(&n("other"), &n("orders"), &n("writer"))
             .is_empty());
+    }
+
+    fn on_call_rule(name: &str) -> AutoApproveRule {
+        AutoApproveRule {
+            name: n(name),
+            on_call_group: Some(crate::values::GroupName::parse("oncall").unwrap()),
+            on_call_schedule: None,
+            business_hours: None,
+            max_duration: Some(Span::from_secs(3600)),
+            low_risk: false,
+        }
+    }
+
+    #[test]
+    fn auto_approval_needs_a_firing_rule_in_every_covering_policy() {
+        let mut c = catalog();
+        c.approval_policies[0].auto_approve = vec![on_call_rule("on-call")];
+        let (pg, writer, reader, billing, orders) =
+            (n("pg"), n("writer"), n("reader"), n("billing"), n("orders"));
+        let alice = user("alice", &["sre", "oncall"]);
+        let eve = user("eve", &["sre"]);
+        let fired = c
+            .auto_approval(&alice, ask(&billing, &writer, &pg, 600), None, t0())
+            .unwrap();
+        assert_eq!(
+            (fired.rule.as_str(), fired.policy.as_str()),
+            ("on-call", "prod-dba")
+        );
+        assert!(c
+            .auto_approval(&eve, ask(&billing, &writer, &pg, 600), None, t0())
+            .is_none());
+        // Too long for the rule.
+        assert!(c
+            .auto_approval(&alice, ask(&billing, &writer, &pg, 7200), None, t0())
+            .is_none());
+        // Never for break-glass.
+        let mut bg = ask(&billing, &writer, &pg, 600);
+        bg.break_glass = true;
+        assert!(c.auto_approval(&alice, bg, None, t0()).is_none());
+        // orders/writer is also covered by orders-team, which has no rule.
+        assert!(c
+            .auto_approval(&alice, ask(&orders, &writer, &pg, 600), None, t0())
+            .is_none());
+        // orders/reader is covered by prod-dba only.
+        assert!(c
+            .auto_approval(&alice, ask(&orders, &reader, &pg, 600), None, t0())
+            .is_some());
+    }
+
+    #[test]
+    fn low_risk_rules_approve_only_roles_the_target_lists_as_low_risk() {
+        let mut c = catalog();
+        let mut rule = on_call_rule("low-risk");
+        rule.on_call_group = None;
+        rule.max_duration = None;
+        rule.low_risk = true;
+        c.approval_policies[0].auto_approve = vec![rule];
+        let (pg, writer, reader, billing) = (n("pg"), n("writer"), n("reader"), n("billing"));
+        let alice = user("alice", &["sre"]);
+        assert!(c
+            .auto_approval(&alice, ask(&billing, &reader, &pg, 600), None, t0())
+            .is_some());
+        assert!(c
+            .auto_approval(&alice, ask(&billing, &writer, &pg, 600), None, t0())
+            .is_none());
+    }
+
+    #[test]
+    fn time_dependent_rules_must_also_hold_at_a_scheduled_start() {
+        let mut c = catalog();
+        let mut rule = on_call_rule("hours");
+        rule.on_call_group = None;
+        // t0 is Thursday 2026-01-01 09:00 UTC.
+        rule.business_hours = Some(
+            crate::automation::BusinessHours::parse("mon-fri", "08:00", "18:00", None).unwrap(),
+        );
+        c.approval_policies[0].auto_approve = vec![rule];
+        let (pg, writer, billing) = (n("pg"), n("writer"), n("billing"));
+        let alice = user("alice", &["sre"]);
+        let a = ask(&billing, &writer, &pg, 600);
+        assert!(c.auto_approval(&alice, a, None, t0()).is_some());
+        let tonight = t0() + chrono::Duration::hours(12);
+        assert!(c.auto_approval(&alice, a, Some(tonight), t0()).is_none());
+        let later_today = t0() + chrono::Duration::hours(2);
+        assert!(c
+            .auto_approval(&alice, a, Some(later_today), t0())
+            .is_some());
+        assert!(c.auto_approval(&alice, a, None, tonight).is_none());
+    }
+
+    #[test]
+    fn escalation_adds_the_fallback_approvers_of_every_covering_policy() {
+        let mut c = catalog();
+        c.approval_policies[0].remind_after = Some(Span::from_secs(1800));
+        c.approval_policies[0].escalate_after = Some(Span::from_secs(7200));
+        c.approval_policies[0].escalate_to = vec![Subject::parse("group:leads").unwrap()];
+        c.approval_policies[1].remind_after = Some(Span::from_secs(600));
+        let req = c
+            .approval_requirement(&n("pg"), &n("orders"), &n("writer"))
+            .unwrap();
+        assert_eq!(req.remind_after, Some(Span::from_secs(600)));
+        assert_eq!(req.escalate_after, Some(Span::from_secs(7200)));
+        let lead = user("lena", &["leads"]);
+        assert!(!req.clone().with_escalation(false).allows(&lead));
+        assert!(req.clone().with_escalation(true).allows(&lead));
+        assert!(c.has_followups());
+        assert!(!catalog().has_followups());
+    }
+
+    #[test]
+    fn an_eligibility_with_a_ticket_pattern_refuses_other_forms() {
+        let mut e = catalog().eligibilities[0].clone();
+        assert!(e.check_ticket(None).is_ok());
+        e.ticket_pattern = Some(TicketPattern::parse("CHG-[0-9]+").unwrap());
+        let t = |s: &str| Ticket::parse(s).unwrap();
+        assert!(e.check_ticket(Some(&t("CHG-1"))).is_ok());
+        assert_eq!(
+            e.check_ticket(Some(&t("INC-1"))).unwrap_err().code(),
+            "ticket_mismatch"
+        );
+        assert_eq!(e.check_ticket(None).unwrap_err().code(), "ticket_required");
     }
 }

@@ -25,6 +25,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::automation::AutoApproval;
 use crate::error::DomainError;
 use crate::policy::ApprovalRequirement;
 use crate::principal::{Actor, Principal};
@@ -221,6 +222,10 @@ pub struct Request {
     pub approvals: Vec<Approval>,
     pub review: Review,
     pub state: State,
+    /// When a pending request was escalated to its policies' fallback
+    /// approvers (`escalate_to`), who may approve it from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_at: Option<Timestamp>,
 }
 
 /// Audit actions. The strings are stored and exported: never change one.
@@ -337,10 +342,27 @@ impl Request {
         approval: Option<&ApprovalRequirement>,
         now: Timestamp,
     ) -> Result<Change, DomainError> {
+        Self::create_with(new, requester, eligibility, approval, None, now)
+    }
+
+    /// [`Request::create`], approved at once by the auto-approval rule
+    /// `auto` when one fired (see `Catalog::auto_approval`). The one
+    /// `request.created` event names the rule. Never for break-glass.
+    pub fn create_with(
+        new: NewRequest,
+        requester: &Principal,
+        eligibility: &Name,
+        approval: Option<&ApprovalRequirement>,
+        auto_approval: Option<AutoApproval>,
+        now: Timestamp,
+    ) -> Result<Change, DomainError> {
         if new.break_glass && new.requested_start.is_some() {
             return Err(DomainError::BreakGlassScheduled);
         }
-        let auto = new.break_glass || approval.is_none();
+        // Rules approve what needs approval; break-glass needs none and
+        // its review is a person's job.
+        let auto_approval = auto_approval.filter(|_| !new.break_glass && approval.is_some());
+        let auto = new.break_glass || approval.is_none() || auto_approval.is_some();
         let state = if auto {
             match new.kind {
                 // Nothing to approve: the caller extends the grant at once.
@@ -375,6 +397,7 @@ impl Request {
                 Review::NotNeeded
             },
             state,
+            escalated_at: None,
         };
         let event = Event {
             action: Action::RequestCreated,
@@ -398,10 +421,100 @@ impl Request {
                 "state": request.state,
             }),
         };
+        let mut event = event;
+        if let (Some(a), Some(details)) = (&auto_approval, event.details.as_object_mut()) {
+            details.insert(
+                "auto_approval".into(),
+                json!({ "rule": a.rule, "policy": a.policy }),
+            );
+        }
         Ok(Change {
             request,
             event,
             effect,
+        })
+    }
+
+    /// The reminder of a pending request to its approvers: an audit event
+    /// only (no change of state). `None` unless it is still pending.
+    pub fn remind(&self, requirement: &ApprovalRequirement, now: Timestamp) -> Option<Event> {
+        if !matches!(self.state, State::Pending { expires_at } if now < expires_at) {
+            return None;
+        }
+        let approvers: Vec<String> = requirement
+            .clone()
+            .with_escalation(self.escalated_at.is_some())
+            .approvers
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Some(Event {
+            action: Action::RequestReminded,
+            actor: Actor::System,
+            request: self.id.clone(),
+            at: now,
+            details: json!({
+                "approvers": approvers,
+                "remind_after": requirement.remind_after,
+                "approvals": self.approvals.len(),
+                "quorum": requirement.quorum,
+                "waiting_since": self.created_at,
+            }),
+        })
+    }
+
+    /// Escalates a pending request to the fallback approvers: from now on
+    /// they may approve it too. `None` unless it is still pending and has
+    /// somewhere to escalate to.
+    pub fn escalate(mut self, requirement: &ApprovalRequirement, now: Timestamp) -> Option<Change> {
+        if !matches!(self.state, State::Pending { expires_at } if now < expires_at)
+            || requirement.escalate_to.is_empty()
+            || self.escalated_at.is_some()
+        {
+            return None;
+        }
+        self.escalated_at = Some(now);
+        let escalate_to: Vec<String> = requirement
+            .escalate_to
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let details = json!({
+            "escalate_to": escalate_to,
+            "escalate_after": requirement.escalate_after,
+            "approvals": self.approvals.len(),
+            "quorum": requirement.quorum,
+            "waiting_since": self.created_at,
+        });
+        let state = self.state.clone();
+        Some(self.change(
+            state,
+            Action::RequestEscalated,
+            Actor::System,
+            now,
+            details,
+            None,
+        ))
+    }
+
+    /// The notice that an active grant's window ends soon: an audit event
+    /// only. `None` unless the grant is active and not yet over.
+    pub fn ending_soon(&self, now: Timestamp) -> Option<Event> {
+        let State::Active { window, .. } = self.state else {
+            return None;
+        };
+        if now >= window.ends_at {
+            return None;
+        }
+        Some(Event {
+            action: Action::GrantEndingSoon,
+            actor: Actor::System,
+            request: self.id.clone(),
+            at: now,
+            details: json!({
+                "ends_at": window.ends_at,
+                "remaining_secs": (window.ends_at - now).num_seconds(),
+            }),
         })
     }
 
@@ -1199,5 +1312,87 @@ mod tests {
             .unwrap()
             .request;
         assert!(ending.on_applied(t0()).is_none());
+    }
+
+    #[test]
+    fn an_auto_approved_request_is_granted_at_once_and_names_its_rule() {
+        let alice = user("alice", &["sre"]);
+        let auto = AutoApproval {
+            rule: n("on-call"),
+            policy: n("prod-dba"),
+        };
+        let c = Request::create_with(
+            new_request(None, false),
+            &alice,
+            &n("e"),
+            Some(&requirement()),
+            Some(auto.clone()),
+            t0(),
+        )
+        .unwrap();
+        assert!(matches!(c.request.state, State::Approved { .. }));
+        assert_eq!(c.effect, Some(Effect::Apply));
+        assert_eq!(c.event.action, Action::RequestCreated);
+        assert_eq!(
+            c.event.details["auto_approval"],
+            serde_json::json!({"rule": "on-call", "policy": "prod-dba"})
+        );
+        // Never for break-glass: it stays a break-glass grant awaiting review.
+        let bg = Request::create_with(
+            new_request(None, true),
+            &alice,
+            &n("e"),
+            Some(&requirement()),
+            Some(auto),
+            t0(),
+        )
+        .unwrap();
+        assert!(bg.event.details.get("auto_approval").is_none());
+        assert_eq!(bg.request.review, Review::Awaiting);
+    }
+
+    #[test]
+    fn escalation_happens_once_and_lets_the_fallback_approvers_approve() {
+        let mut req = requirement();
+        req.escalate_to = vec![crate::principal::Subject::parse("group:leads").unwrap()];
+        let lena = user("lena", &["leads"]);
+        let before = pending()
+            .approve(
+                &lena,
+                &req.clone().with_escalation(false),
+                Comment::default(),
+                t0(),
+            )
+            .unwrap_err();
+        assert_eq!(before, DomainError::NotApprover);
+        // The pending timeout of orders/writer is 1h.
+        let at = t0() + Duration::minutes(30);
+        let escalated = pending().escalate(&req, at).unwrap();
+        assert_eq!(escalated.event.action, Action::RequestEscalated);
+        assert_eq!(
+            escalated.event.details["escalate_to"],
+            serde_json::json!(["group:leads"])
+        );
+        assert_eq!(escalated.request.escalated_at, Some(at));
+        assert!(escalated.request.clone().escalate(&req, at).is_none());
+        let r = escalated.request;
+        let widened = req.clone().with_escalation(r.escalated_at.is_some());
+        let once = r.approve(&lena, &widened, Comment::default(), at).unwrap();
+        assert_eq!(once.event.action, Action::ApprovalRecorded);
+        // Nothing to remind of or escalate once the request is decided or expired.
+        let expired = t0() + Duration::hours(4);
+        assert!(pending().remind(&req, expired).is_none());
+        assert!(pending().escalate(&req, expired).is_none());
+        let reminder = pending().remind(&req, t0()).unwrap();
+        assert_eq!(reminder.action, Action::RequestReminded);
+        assert!(reminder.details["approvers"].as_array().unwrap().len() >= 2);
+    }
+
+    #[test]
+    fn requests_stored_before_escalation_existed_still_load() {
+        let mut doc = serde_json::to_value(pending()).unwrap();
+        doc.as_object_mut().unwrap().remove("escalated_at");
+        let back: Request = serde_json::from_value(doc).unwrap();
+        assert_eq!(back.escalated_at, None);
     }
 }

@@ -230,6 +230,65 @@ impl Ticket {
     }
 }
 
+/// What a ticket reference must look like for an eligibility
+/// (`ticket_pattern`): a regular expression that must match the *whole*
+/// reference (it is anchored at both ends, so `CHG-[0-9]+` refuses
+/// `xCHG-1` and `CHG-1 please`).
+#[derive(Clone)]
+pub struct TicketPattern {
+    source: String,
+    regex: regex_automata::meta::Regex,
+}
+
+impl TicketPattern {
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        if raw.trim().is_empty() {
+            return Err(DomainError::invalid(
+                "ticket_pattern",
+                "must not be empty (leave it out to accept any ticket)",
+            ));
+        }
+        let regex = regex_automata::meta::Regex::new(&format!("^(?:{raw})$")).map_err(|e| {
+            DomainError::invalid(
+                "ticket_pattern",
+                format!("\"{raw}\" is not a regular expression: {e}"),
+            )
+        })?;
+        Ok(TicketPattern {
+            source: raw.to_owned(),
+            regex,
+        })
+    }
+
+    pub fn matches(&self, ticket: &Ticket) -> bool {
+        self.regex.is_match(ticket.as_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl fmt::Debug for TicketPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TicketPattern({:?})", self.source)
+    }
+}
+
+impl PartialEq for TicketPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for TicketPattern {}
+
+impl Serialize for TicketPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
 /// An approver's or revoker's comment: optional, any language, at most
 /// 2000 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -501,6 +560,24 @@ mod tests {
         ] {
             assert!(Span::parse("d", bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn ticket_patterns_match_the_whole_reference() {
+        let p = TicketPattern::parse("CHG-[0-9]+").unwrap();
+        let t = |s: &str| Ticket::parse(s).unwrap();
+        assert!(p.matches(&t("CHG-1234")));
+        assert!(!p.matches(&t("xCHG-1234")));
+        assert!(!p.matches(&t("CHG-1234 please")));
+        assert!(!p.matches(&t("chg-1")));
+        // Alternation stays inside the anchors.
+        let either = TicketPattern::parse("INC-[0-9]+|CHG-[0-9]+").unwrap();
+        assert!(either.matches(&t("INC-7")));
+        assert!(!either.matches(&t("INC-7x")));
+        let bad = TicketPattern::parse("CHG-[0-9").unwrap_err();
+        assert_eq!(bad.code(), "invalid_input");
+        assert!(bad.to_string().contains("ticket_pattern"), "{bad}");
+        assert!(TicketPattern::parse("  ").is_err());
     }
 
     #[test]

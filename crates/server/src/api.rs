@@ -300,9 +300,7 @@ pub(crate) fn status_text(s: &StoredRequest) -> String {
 pub fn view(b: &Broker, s: &StoredRequest) -> Value {
     let r = &s.request;
     let target = b.catalog.targets.get(&r.target);
-    let requirement = b
-        .catalog
-        .approval_requirement(&r.target, &r.resource, &r.role);
+    let requirement = b.requirement_of(r);
     let window = r.state.window();
     let (decided_by, decision_comment, ended_at) = match &r.state {
         RState::Rejected { by, comment, at } => (
@@ -655,9 +653,7 @@ async fn list_scoped(
                 let r = &s.request;
                 r.requester != p.name
                     && !r.approvals.iter().any(|a| a.by == p.name)
-                    && b.catalog
-                        .approval_requirement(&r.target, &r.resource, &r.role)
-                        .is_some_and(|q| q.allows(p))
+                    && b.requirement_of(r).is_some_and(|q| q.allows(p))
             }
             "all" => all_visible || b.can_see(p, &s.request),
             _ => true,

@@ -25,6 +25,8 @@ use toml::Spanned;
 
 use crate::oidc::OidcSettings;
 
+mod notifications;
+
 /// A problem found in the config, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -172,6 +174,9 @@ struct TargetEntry {
     #[serde(default)]
     resources: Vec<Spanned<ResourceEntry>>,
     postgres: Option<PostgresSection>,
+    /// Roles auto-approval rules with `low_risk = true` may approve.
+    #[serde(default)]
+    low_risk_roles: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +203,12 @@ struct EligibilityEntry {
     approval_required: bool,
     #[serde(default)]
     ticket_required: bool,
+    /// A regular expression the whole ticket reference must match
+    /// (implies `ticket_required`).
+    ticket_pattern: Option<String>,
+    /// A `[[ticket_systems]]` name that must confirm the ticket is open
+    /// (implies `ticket_required`).
+    ticket_system: Option<String>,
     #[serde(default)]
     break_glass: bool,
     /// Activation needs a fresh multi-factor sign-in (`[oidc.step_up]`).
@@ -225,6 +236,61 @@ struct PolicyEntry {
     /// Approvers need a fresh multi-factor sign-in.
     #[serde(default)]
     step_up: bool,
+    /// Rules that approve a request without a person (docs/automation.md).
+    #[serde(default)]
+    auto_approve: Vec<AutoApproveEntry>,
+    /// Remind the approvers of a request still pending this long after
+    /// it was created.
+    remind_after: Option<String>,
+    /// Escalate a request still pending this long after it was created
+    /// to `escalate_to`, who may then approve it too.
+    escalate_after: Option<String>,
+    #[serde(default)]
+    escalate_to: Vec<String>,
+}
+
+/// One auto-approval rule: every condition given must hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutoApproveEntry {
+    name: String,
+    on_call_group: Option<String>,
+    /// A file of lines `START END USER` (docs/automation.md).
+    on_call_schedule: Option<String>,
+    business_hours: Option<BusinessHoursEntry>,
+    max_duration: Option<String>,
+    #[serde(default)]
+    low_risk: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusinessHoursEntry {
+    days: String,
+    from: String,
+    to: String,
+    /// `+09:00`; UTC when absent.
+    utc_offset: Option<String>,
+}
+
+/// A change or incident system asked whether a ticket is open.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketSystemEntry {
+    name: String,
+    /// `https://changes.example.com/api/tickets/{ticket}`
+    url: String,
+    /// Bearer token: prefer `token_file` or `token_env`.
+    token: Option<String>,
+    token_file: Option<String>,
+    token_env: Option<String>,
+    timeout: Option<String>,
+    /// The answer's boolean field that says the ticket is open ...
+    open_field: Option<String>,
+    /// ... or its status field, open when one of `open_values`.
+    status_field: Option<String>,
+    #[serde(default)]
+    open_values: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,7 +354,13 @@ struct ConfigFile {
     eligibilities: Vec<Spanned<EligibilityEntry>>,
     #[serde(default)]
     approval_policies: Vec<Spanned<PolicyEntry>>,
+    #[serde(default)]
+    ticket_systems: Vec<Spanned<TicketSystemEntry>>,
     oidc: Option<Spanned<OidcSection>>,
+    /// E-mail, chat and signed webhooks (see `config/notifications.rs`).
+    /// Not `Spanned`: a section that exists only through its subtables
+    /// (`[[notifications.webhooks]]` alone) cannot carry a span.
+    notifications: Option<notifications::NotificationsSection>,
 }
 
 /// A local user and the hashes of their API tokens.
@@ -322,6 +394,15 @@ pub struct Settings {
     pub demo: bool,
 }
 
+/// The automation part of an approval policy, checked.
+#[derive(Debug, Default)]
+struct PolicyAutomation {
+    auto_approve: Vec<elevate_core::automation::AutoApproveRule>,
+    remind_after: Option<Span>,
+    escalate_after: Option<Span>,
+    escalate_to: Vec<elevate_core::principal::Subject>,
+}
+
 /// An eligibility whose validity window may still depend on when it was
 /// first seen.
 #[derive(Debug, Clone)]
@@ -338,6 +419,8 @@ pub struct Config {
     pub users: Vec<LocalUser>,
     pub connections: BTreeMap<Name, TargetConnection>,
     pub warnings: Vec<Problem>,
+    /// Where notifications go; empty when `[notifications]` is absent.
+    pub notifications: crate::notify::Settings,
     targets: BTreeMap<Name, Target>,
     eligibilities: Vec<EligibilityDraft>,
     policies: Vec<ApprovalPolicy>,
@@ -345,6 +428,8 @@ pub struct Config {
     auditors: Vec<Subject>,
     limits: Limits,
     step_up: StepUpRule,
+    /// The `[[ticket_systems]]` eligibilities may name.
+    pub ticket_systems: Vec<crate::tickets::TicketSystemSettings>,
 }
 
 /// Eligibilities without `not_after` last this long from first sight.
@@ -638,6 +723,7 @@ impl Checker {
             self.check_subjects_known(None, name, list, &known_users, &known_groups);
         }
         let (targets, connections) = self.targets(&file.targets, base);
+        let ticket_systems = self.ticket_systems(&file.ticket_systems, base);
         let default_max = file
             .limits
             .default_max_duration
@@ -724,6 +810,31 @@ impl Checker {
                 );
             }
             let conditions = self.conditions(line, &loc, &e.conditions);
+            let ticket_pattern = e.ticket_pattern.as_deref().and_then(|raw| {
+                match elevate_core::values::TicketPattern::parse(raw) {
+                    Ok(p) => Some(p),
+                    Err(err) => {
+                        self.error(line, format!("{loc}ticket_pattern"), err.to_string());
+                        None
+                    }
+                }
+            });
+            let ticket_system = e.ticket_system.as_deref().and_then(|raw| {
+                let known = ticket_systems.iter().any(|t| t.name.as_str() == raw);
+                if !known {
+                    let names: Vec<&str> = ticket_systems.iter().map(|t| t.name.as_str()).collect();
+                    self.error(
+                        line,
+                        format!("{loc}ticket_system"),
+                        if names.is_empty() {
+                            format!("unknown ticket system \"{raw}\": no [[ticket_systems]] is configured")
+                        } else {
+                            format!("unknown ticket system \"{raw}\" (configured: {})", names.join(", "))
+                        },
+                    );
+                }
+                Name::parse("ticket_system", raw).ok().filter(|_| known)
+            });
             let (Some(target_name), Some(max_duration)) = (target_name, max_duration) else {
                 continue;
             };
@@ -736,7 +847,13 @@ impl Checker {
                     roles,
                     max_duration,
                     approval_required: e.approval_required,
-                    ticket_required: e.ticket_required,
+                    // A pattern or a system to ask makes no sense without
+                    // a ticket.
+                    ticket_required: e.ticket_required
+                        || e.ticket_pattern.is_some()
+                        || e.ticket_system.is_some(),
+                    ticket_pattern,
+                    ticket_system,
                     break_glass: e.break_glass,
                     step_up: e.step_up,
                     conditions,
@@ -815,9 +932,19 @@ impl Checker {
                     "needs an [oidc] section: only a sign-in through the identity provider can prove a fresh multi-factor authentication",
                 );
             }
+            let automation = self.policy_automation(
+                line,
+                &loc,
+                p,
+                pending_timeout,
+                target,
+                base,
+                (&known_users, &known_groups),
+            );
             let (Some(target_name), Some(pending_timeout)) = (target_name, pending_timeout) else {
                 continue;
             };
+            let automation = automation.unwrap_or_default();
             policies.push(ApprovalPolicy {
                 id,
                 target: target_name,
@@ -827,15 +954,21 @@ impl Checker {
                 quorum: p.quorum.max(1),
                 pending_timeout,
                 step_up: p.step_up,
+                auto_approve: automation.auto_approve,
+                remind_after: automation.remind_after,
+                escalate_after: automation.escalate_after,
+                escalate_to: automation.escalate_to,
             });
         }
 
+        let notifications = self.notifications(file.notifications.as_ref(), base, &targets);
         let config = Config {
             settings: settings?,
             oidc,
             users,
             connections,
             warnings: Vec::new(),
+            notifications: notifications?,
             targets,
             eligibilities,
             policies,
@@ -843,6 +976,7 @@ impl Checker {
             auditors,
             limits,
             step_up,
+            ticket_systems,
         };
         self.check_approvability(&config);
         Some(config)
@@ -1289,6 +1423,20 @@ impl Checker {
             if let Some(c) = connection {
                 connections.insert(id.clone(), c);
             }
+            let mut low_risk_roles = BTreeSet::new();
+            for (j, r) in t.low_risk_roles.iter().enumerate() {
+                match Name::parse("role", r) {
+                    Ok(n) if roles.contains(&n) => {
+                        low_risk_roles.insert(n);
+                    }
+                    Ok(_) => self.error(
+                        line,
+                        format!("{loc}low_risk_roles[{j}]"),
+                        format!("\"{r}\" is not one of this target's roles"),
+                    ),
+                    Err(e) => self.error(line, format!("{loc}low_risk_roles[{j}]"), e.to_string()),
+                }
+            }
             targets.insert(
                 id.clone(),
                 Target {
@@ -1296,6 +1444,7 @@ impl Checker {
                     kind: t.kind.clone(),
                     dry_run: t.kind == "dry-run",
                     roles,
+                    low_risk_roles,
                     resources,
                 },
             );
@@ -1354,6 +1503,347 @@ impl Checker {
         } else {
             Some(None)
         }
+    }
+
+    /// `[[ticket_systems]]`: names unique, a URL with `{ticket}`, a way to
+    /// read the answer.
+    fn ticket_systems(
+        &mut self,
+        entries: &[Spanned<TicketSystemEntry>],
+        base: Option<&Path>,
+    ) -> Vec<crate::tickets::TicketSystemSettings> {
+        use crate::tickets::{OpenWhen, TicketSystemSettings};
+        let mut out: Vec<TicketSystemSettings> = Vec::new();
+        for (i, spanned) in entries.iter().enumerate() {
+            let line = self.line_of(spanned);
+            let t = spanned.get_ref();
+            let loc = format!("ticket_systems[{i}] \"{}\" ", t.name);
+            let Some(name) = self.name(line, &loc, "name", &t.name) else {
+                continue;
+            };
+            let mut ok = true;
+            if out.iter().any(|o| o.name == name) {
+                ok = false;
+                self.error(
+                    line,
+                    loc.clone(),
+                    format!("duplicate ticket system \"{name}\""),
+                );
+            }
+            let sample = t.url.replace("{ticket}", "CHG-1");
+            match reqwest::Url::parse(&sample) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    if !t.url.contains("{ticket}") {
+                        ok = false;
+                        self.error(
+                            line,
+                            format!("{loc}url"),
+                            "must contain {ticket}, where the ticket reference goes",
+                        );
+                    } else if u.scheme() == "http" && !is_loopback(&u) {
+                        self.warn(
+                            line,
+                            format!("{loc}url"),
+                            "plain http: the token and the answer can be read or forged on the way; use https",
+                        );
+                    }
+                }
+                _ => {
+                    ok = false;
+                    self.error(
+                        line,
+                        format!("{loc}url"),
+                        format!(
+                            "\"{}\" is not an http(s) URL like https://changes.example.com/api/tickets/{{ticket}}",
+                            t.url
+                        ),
+                    );
+                }
+            }
+            let token = self.secret(
+                line,
+                &loc,
+                "token",
+                [&t.token, &t.token_file, &t.token_env],
+                base,
+            );
+            let timeout = match &t.timeout {
+                None => Some(Span::from_secs(5)),
+                Some(raw) => self.span(line, &loc, "timeout", raw).and_then(|s| {
+                    if s.secs() <= 60 {
+                        Some(s)
+                    } else {
+                        self.error(
+                            line,
+                            format!("{loc}timeout"),
+                            "must be at most 60s: the requester waits for it",
+                        );
+                        None
+                    }
+                }),
+            };
+            let field_ok = |f: &str| !f.is_empty() && f.split('.').all(|p| !p.is_empty());
+            let open_when = match (&t.open_field, &t.status_field) {
+                (Some(f), _) if !field_ok(f) => {
+                    self.error(
+                        line,
+                        format!("{loc}open_field"),
+                        "must name a field, e.g. \"open\" or \"ticket.open\"",
+                    );
+                    None
+                }
+                (Some(_), _) if !t.open_values.is_empty() => {
+                    self.error(
+                        line,
+                        format!("{loc}open_values"),
+                        "goes with status_field, not with open_field",
+                    );
+                    None
+                }
+                (Some(f), _) => Some(OpenWhen::Field(f.clone())),
+                (None, Some(f)) if !field_ok(f) => {
+                    self.error(
+                        line,
+                        format!("{loc}status_field"),
+                        "must name a field, e.g. \"status\" or \"fields.status.name\"",
+                    );
+                    None
+                }
+                (None, Some(_)) if t.open_values.iter().all(|v| v.trim().is_empty()) => {
+                    self.error(
+                        line,
+                        format!("{loc}open_values"),
+                        "lists no status: name the statuses that mean open, e.g. [\"open\", \"in progress\"]",
+                    );
+                    None
+                }
+                (None, Some(f)) => Some(OpenWhen::Status {
+                    field: f.clone(),
+                    values: t
+                        .open_values
+                        .iter()
+                        .map(|v| v.trim().to_lowercase())
+                        .filter(|v| !v.is_empty())
+                        .collect(),
+                }),
+                (None, None) => {
+                    self.error(
+                        line,
+                        loc.trim_end().to_owned(),
+                        "says no way to read the answer: give open_field (a boolean) or status_field and open_values",
+                    );
+                    None
+                }
+            };
+            if let (true, Some(token), Some(timeout), Some(open_when)) =
+                (ok, token, timeout, open_when)
+            {
+                out.push(TicketSystemSettings {
+                    name,
+                    url: t.url.clone(),
+                    token,
+                    timeout: std::time::Duration::from_secs(timeout.secs()),
+                    open_when,
+                    status_field: t.status_field.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Reminders, escalation and auto-approval rules of one approval
+    /// policy. `None` after reporting an error.
+    #[allow(clippy::too_many_arguments)]
+    fn policy_automation(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        p: &PolicyEntry,
+        pending_timeout: Option<Span>,
+        target: Option<&Target>,
+        base: Option<&Path>,
+        (known_users, known_groups): (&BTreeSet<UserName>, &BTreeSet<GroupName>),
+    ) -> Option<PolicyAutomation> {
+        use elevate_core::automation::{AutoApproveRule, BusinessHours, OnCallSchedule};
+        let errors_before = self.problems.iter().filter(|p| !p.warning).count();
+        let remind_after = p
+            .remind_after
+            .as_deref()
+            .and_then(|raw| self.span(line, loc, "remind_after", raw));
+        let escalate_after = p
+            .escalate_after
+            .as_deref()
+            .and_then(|raw| self.span(line, loc, "escalate_after", raw));
+        let escalate_to = self.subjects(line, &format!("{loc}escalate_to"), &p.escalate_to);
+        self.check_subjects_known(
+            line,
+            &format!("{loc}escalate_to"),
+            &escalate_to,
+            known_users,
+            known_groups,
+        );
+        match (p.escalate_after.is_some(), p.escalate_to.is_empty()) {
+            (true, true) => self.error(
+                line,
+                format!("{loc}escalate_to"),
+                "escalate_after needs escalate_to: name the fallback approvers (user:NAME or group:NAME)",
+            ),
+            (false, false) => self.error(
+                line,
+                format!("{loc}escalate_after"),
+                "escalate_to needs escalate_after: say how long after creation to escalate",
+            ),
+            _ => {}
+        }
+        if let Some(timeout) = pending_timeout {
+            for (field, value) in [
+                ("remind_after", remind_after),
+                ("escalate_after", escalate_after),
+            ] {
+                if value.is_some_and(|v| v >= timeout) {
+                    self.error(
+                        line,
+                        format!("{loc}{field}"),
+                        format!("must be shorter than the pending timeout ({timeout}): the request expires before it would fire"),
+                    );
+                }
+            }
+        }
+        let mut rules: Vec<AutoApproveRule> = Vec::new();
+        for (j, r) in p.auto_approve.iter().enumerate() {
+            let rloc = format!("{loc}auto_approve[{j}] \"{}\" ", r.name);
+            let Some(name) = self.name(line, &rloc, "name", &r.name) else {
+                continue;
+            };
+            if rules.iter().any(|x| x.name == name) {
+                self.error(
+                    line,
+                    rloc.clone(),
+                    format!("duplicate rule name \"{name}\" in this policy"),
+                );
+            }
+            let on_call_group =
+                r.on_call_group
+                    .as_deref()
+                    .and_then(|g| match GroupName::parse(g) {
+                        Ok(g) => Some(g),
+                        Err(e) => {
+                            self.error(line, format!("{rloc}on_call_group"), e.to_string());
+                            None
+                        }
+                    });
+            if let Some(g) = &on_call_group {
+                if self.directory_complete && !known_groups.contains(g) {
+                    self.warn(
+                        line,
+                        format!("{rloc}on_call_group"),
+                        format!("no configured user is in group \"{g}\": the rule never fires"),
+                    );
+                }
+            }
+            let on_call_schedule = r.on_call_schedule.as_deref().and_then(|f| {
+                let path = base.map_or_else(|| Path::new(f).to_path_buf(), |b| b.join(f));
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.error(
+                            line,
+                            format!("{rloc}on_call_schedule"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        return None;
+                    }
+                };
+                match OnCallSchedule::parse(&path.display().to_string(), &text) {
+                    Ok(s) => {
+                        if s.slots.is_empty() {
+                            self.warn(
+                                line,
+                                format!("{rloc}on_call_schedule"),
+                                format!("{} lists no shift: the rule never fires", path.display()),
+                            );
+                        } else if s.ends().is_some_and(|end| end <= chrono::Utc::now()) {
+                            self.warn(
+                                line,
+                                format!("{rloc}on_call_schedule"),
+                                format!(
+                                    "every shift in {} is over: the rule never fires",
+                                    path.display()
+                                ),
+                            );
+                        }
+                        Some(s)
+                    }
+                    Err(errors) => {
+                        for e in errors {
+                            self.error(
+                                line,
+                                format!("{rloc}on_call_schedule"),
+                                format!("{} {e}", path.display()),
+                            );
+                        }
+                        None
+                    }
+                }
+            });
+            let business_hours =
+                r.business_hours.as_ref().and_then(|h| {
+                    match BusinessHours::parse(&h.days, &h.from, &h.to, h.utc_offset.as_deref()) {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            self.error(line, format!("{rloc}business_hours"), e);
+                            None
+                        }
+                    }
+                });
+            let max_duration = r
+                .max_duration
+                .as_deref()
+                .and_then(|raw| self.span(line, &rloc, "max_duration", raw));
+            if r.low_risk {
+                if let Some(t) = target.filter(|t| t.low_risk_roles.is_empty()) {
+                    self.warn(
+                        line,
+                        format!("{rloc}low_risk"),
+                        format!(
+                            "target \"{}\" lists no low_risk_roles: the rule never fires",
+                            t.id
+                        ),
+                    );
+                }
+            }
+            let rule = AutoApproveRule {
+                name,
+                on_call_group,
+                on_call_schedule,
+                business_hours,
+                max_duration,
+                low_risk: r.low_risk,
+            };
+            let given = r.on_call_group.is_some()
+                || r.on_call_schedule.is_some()
+                || r.business_hours.is_some()
+                || r.max_duration.is_some()
+                || r.low_risk;
+            if !given {
+                self.error(
+                    line,
+                    rloc.trim_end().to_owned(),
+                    "has no condition and would approve everything: give on_call_group, on_call_schedule, business_hours, max_duration or low_risk (or set approval_required = false on the eligibility, openly)",
+                );
+            }
+            rules.push(rule);
+        }
+        let errors_after = self.problems.iter().filter(|p| !p.warning).count();
+        if errors_after > errors_before {
+            return None;
+        }
+        Some(PolicyAutomation {
+            auto_approve: rules,
+            remind_after,
+            escalate_after,
+            escalate_to,
+        })
     }
 
     fn conditions(
@@ -1636,6 +2126,255 @@ mod tests {
             errs[0].contains("approval_requried") && errs[0].starts_with("line "),
             "{errs:?}"
         );
+    }
+
+    /// A config using every automation key; `{extra_*}` are spliced in.
+    fn automation_config(eligibility_extra: &str, policy_extra: &str, systems: &str) -> String {
+        format!(
+            r#"[[users]]
+name = "alice"
+groups = ["developers", "oncall"]
+[[users]]
+name = "bob"
+groups = ["dba", "leads"]
+[[targets]]
+id = "t"
+kind = "dry-run"
+roles = ["writer", "reader"]
+low_risk_roles = ["reader"]
+[[targets.resources]]
+id = "x"
+{systems}
+[[eligibilities]]
+id = "e"
+subjects = ["group:developers"]
+target = "t"
+resources = {{ ids = ["x"] }}
+roles = ["writer", "reader"]
+{eligibility_extra}
+[[approval_policies]]
+id = "p"
+target = "t"
+resources = {{ ids = ["x"] }}
+approvers = ["group:dba"]
+pending_timeout = "3h"
+{policy_extra}
+"#
+        )
+    }
+
+    const SYSTEM: &str = "[[ticket_systems]]\nname = \"changes\"\nurl = \"http://127.0.0.1:9/tickets/{ticket}\"\nstatus_field = \"state\"\nopen_values = [\"Open\", \"in progress\"]\n";
+
+    #[test]
+    fn automation_settings_are_read_into_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("oncall.txt"),
+            "# rota\n2026-12-01T00:00:00Z 2099-12-08T00:00:00Z alice\n",
+        )
+        .unwrap();
+        let text = automation_config(
+            "ticket_pattern = \"CHG-[0-9]+\"\nticket_system = \"changes\"",
+            r#"remind_after = "30m"
+escalate_after = "2h"
+escalate_to = ["group:leads"]
+[[approval_policies.auto_approve]]
+name = "on-call"
+on_call_group = "oncall"
+on_call_schedule = "oncall.txt"
+max_duration = "1h"
+[[approval_policies.auto_approve]]
+name = "office-hours-low-risk"
+business_hours = { days = "mon-fri", from = "09:00", to = "18:00", utc_offset = "+09:00" }
+low_risk = true"#,
+            SYSTEM,
+        );
+        let config = Config::parse(&text, Some(dir.path())).unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let catalog = config.catalog(&HashMap::new(), chrono::Utc::now());
+        let e = &catalog.eligibilities[0];
+        assert!(e.ticket_required, "a pattern implies a ticket");
+        assert_eq!(
+            e.ticket_pattern.as_ref().map(|p| p.as_str()),
+            Some("CHG-[0-9]+")
+        );
+        assert_eq!(
+            e.ticket_system.as_ref().map(|n| n.as_str()),
+            Some("changes")
+        );
+        let p = &catalog.approval_policies[0];
+        assert_eq!(p.remind_after, Some(Span::from_secs(1800)));
+        assert_eq!(p.escalate_after, Some(Span::from_secs(7200)));
+        assert_eq!(p.escalate_to, vec![Subject::parse("group:leads").unwrap()]);
+        assert_eq!(p.auto_approve.len(), 2);
+        assert_eq!(
+            p.auto_approve[0]
+                .on_call_schedule
+                .as_ref()
+                .map(|s| s.slots.len()),
+            Some(1)
+        );
+        assert_eq!(
+            p.auto_approve[1]
+                .business_hours
+                .as_ref()
+                .map(|h| h.utc_offset),
+            Some(9 * 3600)
+        );
+        let t = &catalog.targets[&Name::parse("t", "t").unwrap()];
+        assert!(t
+            .low_risk_roles
+            .contains(&Name::parse("t", "reader").unwrap()));
+        let system = &config.ticket_systems[0];
+        assert_eq!(system.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(
+            system.open_when,
+            crate::tickets::OpenWhen::Status {
+                field: "state".into(),
+                values: vec!["open".into(), "in progress".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn bad_automation_values_are_errors_that_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("bad-rota.txt"),
+            "2026-12-01T00:00:00Z 2026-12-08T00:00:00Z alice\n2026-12-08 2026-12-15 bob\n",
+        )
+        .unwrap();
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "pattern",
+                automation_config("ticket_pattern = \"CHG-[0-9\"", "", ""),
+                "eligibilities[0] \"e\" ticket_pattern: ticket_pattern: \"CHG-[0-9\" is not a regular expression",
+            ),
+            (
+                "unknown system",
+                automation_config("ticket_system = \"jira\"", "", SYSTEM),
+                "ticket_system: unknown ticket system \"jira\" (configured: changes)",
+            ),
+            (
+                "no systems",
+                automation_config("ticket_system = \"jira\"", "", ""),
+                "no [[ticket_systems]] is configured",
+            ),
+            (
+                "url without placeholder",
+                automation_config("", "", &SYSTEM.replace("/tickets/{ticket}", "/tickets")),
+                "url: must contain {ticket}",
+            ),
+            (
+                "url not http",
+                automation_config("", "", &SYSTEM.replace("http://127.0.0.1:9", "ftp://h")),
+                "is not an http(s) URL",
+            ),
+            (
+                "no way to read the answer",
+                automation_config(
+                    "",
+                    "",
+                    &SYSTEM.replace("status_field = \"state\"\nopen_values = [\"Open\", \"in progress\"]\n", ""),
+                ),
+                "give open_field (a boolean) or status_field and open_values",
+            ),
+            (
+                "status without values",
+                automation_config("", "", &SYSTEM.replace("[\"Open\", \"in progress\"]", "[]")),
+                "open_values: lists no status",
+            ),
+            (
+                "two token sources",
+                automation_config("", "", &format!("{SYSTEM}token = \"a\"\ntoken_env = \"B\"\n")),
+                "give only one of token, token_file, token_env",
+            ),
+            (
+                "long timeout",
+                automation_config("", "", &format!("{SYSTEM}timeout = \"2m\"\n")),
+                "timeout: must be at most 60s",
+            ),
+            (
+                "escalation without fallback",
+                automation_config("", "escalate_after = \"2h\"", ""),
+                "escalate_after needs escalate_to",
+            ),
+            (
+                "fallback without escalation",
+                automation_config("", "escalate_to = [\"group:leads\"]", ""),
+                "escalate_to needs escalate_after",
+            ),
+            (
+                "reminder after expiry",
+                automation_config("", "remind_after = \"3h\"", ""),
+                "remind_after: must be shorter than the pending timeout (3h)",
+            ),
+            (
+                "bad fallback subject",
+                automation_config("", "escalate_after = \"1h\"\nescalate_to = [\"leads\"]", ""),
+                "escalate_to[0]",
+            ),
+            (
+                "rule without condition",
+                automation_config("", "[[approval_policies.auto_approve]]\nname = \"always\"", ""),
+                "has no condition and would approve everything",
+            ),
+            (
+                "bad business hours",
+                automation_config("", "[[approval_policies.auto_approve]]\nname = \"h\"\nbusiness_hours = { days = \"mon-fri\", from = \"9am\", to = \"18:00\" }", ""),
+                "business_hours: from: \"9am\" is not a time of day like 09:00",
+            ),
+            (
+                "bad offset",
+                automation_config("", "[[approval_policies.auto_approve]]\nname = \"h\"\nbusiness_hours = { days = \"mon-fri\", from = \"09:00\", to = \"18:00\", utc_offset = \"JST\" }", ""),
+                "utc_offset: \"JST\" is not an offset like +09:00",
+            ),
+            (
+                "bad days",
+                automation_config("", "[[approval_policies.auto_approve]]\nname = \"h\"\nbusiness_hours = { days = \"weekdays\", from = \"09:00\", to = \"18:00\" }", ""),
+                "days: \"weekdays\" is not a day",
+            ),
+            (
+                "missing schedule",
+                automation_config("", "[[approval_policies.auto_approve]]\nname = \"s\"\non_call_schedule = \"nope.txt\"", ""),
+                "on_call_schedule: cannot read",
+            ),
+            (
+                "bad schedule line",
+                automation_config("", "[[approval_policies.auto_approve]]\nname = \"s\"\non_call_schedule = \"bad-rota.txt\"", ""),
+                "bad-rota.txt line 2: \"2026-12-08\" is not an RFC 3339 date-time",
+            ),
+            (
+                "bad low-risk role",
+                automation_config("", "", "").replace("low_risk_roles = [\"reader\"]", "low_risk_roles = [\"admin\"]"),
+                "low_risk_roles[0]: \"admin\" is not one of this target's roles",
+            ),
+            (
+                "duplicate rule",
+                automation_config("", "[[approval_policies.auto_approve]]\nname = \"r\"\nlow_risk = true\n[[approval_policies.auto_approve]]\nname = \"r\"\nmax_duration = \"1h\"", ""),
+                "duplicate rule name \"r\"",
+            ),
+            (
+                "misspelt rule key",
+                automation_config("", "[[approval_policies.auto_approve]]\nname = \"r\"\non_call_gruop = \"oncall\"", ""),
+                "on_call_gruop",
+            ),
+        ];
+        for (name, text, says) in cases {
+            let errs = match Config::parse(&text, Some(dir.path())) {
+                Ok(_) => Vec::new(),
+                Err(problems) => problems
+                    .iter()
+                    .filter(|p| !p.warning)
+                    .map(|p| p.to_string())
+                    .collect(),
+            };
+            assert!(
+                errs.iter()
+                    .any(|e| e.contains(says) && e.starts_with("line ")),
+                "{name}: no error saying {says:?} in {errs:?}"
+            );
+        }
     }
 
     #[test]

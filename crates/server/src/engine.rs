@@ -7,7 +7,9 @@
 //! - the **scheduler** sleeps until the earliest deadline (pending timeout,
 //!   scheduled start, end of a window), is woken early when an earlier one
 //!   appears, and on start catches up with every deadline that passed while
-//!   elevate was down;
+//!   elevate was down; it also records the follow-ups that are due
+//!   (reminders, escalations, "ending soon" notices; see
+//!   [`Broker::run_followups_once`]), each once;
 //! - the **worker** runs provider jobs from the durable queue, retrying
 //!   failures with exponential backoff. An apply that fails is never
 //!   reported active; a removal that fails is retried until it succeeds and
@@ -20,12 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use elevate_core::policy::{ApprovalRequirement, Ask, Catalog};
+use elevate_core::policy::{ApprovalRequirement, Ask, Catalog, Eligibility};
 use elevate_core::principal::Principal;
 use elevate_core::request::{Change, Effect, Kind, NewRequest, Request, State};
 use elevate_core::values::{Comment, Justification, Name, RequestId, Span, Ticket};
 use elevate_core::{DomainError, Timestamp};
 use elevate_providers::{GrantSpec, Provider, ProviderError};
+use elevate_store::followups::Followup;
 use elevate_store::{Job, JobKind, Store, StoredRequest, Tx};
 use rand::Rng;
 use tokio::sync::Notify;
@@ -68,6 +71,14 @@ pub struct Broker {
     /// a long chain on every page view would make the page slow, and
     /// concurrent views wait for one walk instead of starting their own.
     pub audit_checked: tokio::sync::Mutex<Option<(Timestamp, elevate_store::Verification)>>,
+    /// The change/incident systems eligibilities ask whether a ticket is
+    /// open (`ticket_system`), by name.
+    pub ticket_systems: BTreeMap<Name, Arc<crate::tickets::TicketSystem>>,
+    /// How long before a grant's end its "ending soon" notice is recorded
+    /// (`[notifications] ending_soon`); `None`: never.
+    pub ending_soon: Option<chrono::Duration>,
+    /// E-mail, chat and signed webhooks; approval-link keys.
+    pub notifier: Arc<crate::notify::run::Notifier>,
 }
 
 /// A request as the API asks for it, still unparsed.
@@ -86,6 +97,19 @@ pub struct CreateInput {
 fn new_id() -> RequestId {
     RequestId::from_random(rand::rngs::OsRng.gen::<u64>())
 }
+
+/// Records what the ticket system said in the `request.created` event, as
+/// `ticket_check: {system, ticket, open, status}`.
+fn record_ticket_check(change: &mut Change, answer: Option<&crate::tickets::TicketAnswer>) {
+    if let (Some(a), Some(details)) = (answer, change.event.details.as_object_mut()) {
+        details.insert("ticket_check".into(), serde_json::json!(a));
+    }
+}
+
+/// How often the scheduler looks for due reminders, escalations and
+/// "ending soon" notices (each is recorded within about this, plus the
+/// scheduler's idle re-check, of its time).
+const FOLLOWUP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Broker {
     fn provider(&self, target: &Name) -> Result<&Arc<dyn Provider>, ApiError> {
@@ -157,6 +181,9 @@ impl Broker {
     }
 
     fn after_commit(&self, changes: &[&Change]) {
+        if !changes.is_empty() {
+            self.notifier.wake.notify_one();
+        }
         for c in changes {
             self.metrics.transition(c.event.action.as_str());
             if c.effect.is_some() {
@@ -201,20 +228,18 @@ impl Broker {
             }
             None => None,
         };
-        let permit = self.catalog.permit(
-            who,
-            Ask {
-                target: &target,
-                resource: &resource,
-                role: &role,
-                duration,
-                has_ticket: ticket.is_some(),
-                break_glass: input.break_glass,
-                check_step_up: true,
-            },
-            now,
-        )?;
+        let ask = Ask {
+            target: &target,
+            resource: &resource,
+            role: &role,
+            duration,
+            has_ticket: ticket.is_some(),
+            break_glass: input.break_glass,
+            check_step_up: true,
+        };
+        let permit = self.catalog.permit(who, ask, now)?;
         let eligibility = permit.eligibility;
+        eligibility.check_ticket(ticket.as_ref())?;
         let window_end = start.unwrap_or(now) + duration.as_chrono();
         if window_end > eligibility.not_after {
             return Err(DomainError::invalid(
@@ -232,7 +257,14 @@ impl Broker {
         } else {
             None
         };
+        // Rules only approve what the eligibility above already permitted
+        // and what needs approval; never break-glass (see
+        // `Catalog::auto_approval` for the other limits).
+        let auto_approval = approval.and_then(|_| self.catalog.auto_approval(who, ask, start, now));
         let provider = self.provider(&target)?;
+        // Asked last, once everything cheap has passed, and before the write
+        // transaction: a slow ticket system must not hold other writers.
+        let ticket_check = self.confirm_ticket(eligibility, ticket.as_ref()).await?;
         let new = NewRequest {
             id: new_id(),
             kind: Kind::Access,
@@ -245,7 +277,15 @@ impl Broker {
             requested_start: start,
             break_glass: input.break_glass,
         };
-        let change = Request::create(new, who, &eligibility.id, approval, now)?;
+        let mut change = Request::create_with(
+            new,
+            who,
+            &eligibility.id,
+            approval,
+            auto_approval.clone(),
+            now,
+        )?;
+        record_ticket_check(&mut change, ticket_check.as_ref());
         let mut spec = self.grant_spec(&change.request).await?;
         // The caller is here: their e-mail is the freshest there is.
         if let Some(e) = &who.email {
@@ -263,7 +303,41 @@ impl Broker {
             tracing::warn!(request = %change.request.id, requester = %who.name, target = %change.request.target,
                 resource = %change.request.resource, role = %change.request.role, "break-glass access granted without approval");
         }
+        if let Some(a) = &auto_approval {
+            tracing::info!(request = %change.request.id, requester = %who.name, policy = %a.policy, rule = %a.rule, "request approved by an auto-approval rule");
+        }
         self.load(&change.request.id).await
+    }
+
+    /// Asks the eligibility's ticket system, if it names one, whether
+    /// `ticket` is open. `Ok(None)`: no system to ask. Any doubt refuses.
+    async fn confirm_ticket(
+        &self,
+        eligibility: &Eligibility,
+        ticket: Option<&Ticket>,
+    ) -> Result<Option<crate::tickets::TicketAnswer>, ApiError> {
+        let Some(name) = &eligibility.ticket_system else {
+            return Ok(None);
+        };
+        let ticket = ticket.ok_or(DomainError::TicketRequired)?;
+        let system =
+            self.ticket_systems
+                .get(name)
+                .ok_or_else(|| DomainError::TicketSystemUnavailable {
+                    system: name.to_string(),
+                    ticket: ticket.as_str().to_owned(),
+                    reason: "it is not configured".into(),
+                })?;
+        Ok(Some(system.confirm_open(ticket).await?))
+    }
+
+    /// Who approves `r` and how many must agree: its scope's policies,
+    /// and, once `r` was escalated, their fallback approvers (`escalate_to`)
+    /// too. `None` when no policy covers it.
+    pub fn requirement_of(&self, r: &Request) -> Option<ApprovalRequirement> {
+        self.catalog
+            .approval_requirement(&r.target, &r.resource, &r.role)
+            .map(|q| q.with_escalation(r.escalated_at.is_some()))
     }
 
     /// Whether the requester of `r` may still hold what it grants, at
@@ -324,15 +398,13 @@ impl Broker {
     }
 
     /// May `who` see this request? The requester, admins, auditors, and
-    /// the approvers of its scope. Others are told it does not exist.
+    /// the approvers of its scope (with the fallback approvers once it was
+    /// escalated). Others are told it does not exist.
     pub fn can_see(&self, who: &Principal, r: &Request) -> bool {
         r.requester == who.name
             || self.catalog.is_admin(who)
             || self.catalog.is_auditor(who)
-            || self
-                .catalog
-                .approval_requirement(&r.target, &r.resource, &r.role)
-                .is_some_and(|req| req.allows(who))
+            || self.requirement_of(r).is_some_and(|req| req.allows(who))
     }
 
     async fn load_visible(
@@ -358,10 +430,7 @@ impl Broker {
         let mut tx = self.store.begin().await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
         let r = &stored.request;
-        let requirement = self
-            .catalog
-            .approval_requirement(&r.target, &r.resource, &r.role)
-            .ok_or(DomainError::NotApprover)?;
+        let requirement = self.requirement_of(r).ok_or(DomainError::NotApprover)?;
         // Only an approver in scope learns that a step-up is needed.
         if requirement.step_up && requirement.allows(who) && r.requester != who.name {
             self.catalog.step_up.check(who.auth.as_ref(), now)?;
@@ -417,10 +486,7 @@ impl Broker {
         let now = Utc::now();
         let mut tx = self.store.begin().await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
-        let r = &stored.request;
-        let requirement = self
-            .catalog
-            .approval_requirement(&r.target, &r.resource, &r.role);
+        let requirement = self.requirement_of(&stored.request);
         let change = decide(stored.request.clone(), requirement.as_ref(), now)?;
         self.persist(&mut tx, &change, &stored.grant_key, now)
             .await?;
@@ -499,6 +565,34 @@ impl Broker {
         let duration = Span::parse("duration", duration)?;
         let justification = Justification::parse(reason)?;
         let ticket = ticket.map(Ticket::parse).transpose()?;
+        // The ticket is checked, and its system asked, before the write
+        // transaction (a slow system must not hold other writers); the
+        // grant's target, resource and role never change, so the
+        // eligibility found here is the one found again below.
+        let ticket_check = {
+            let parent = self.load(id).await?;
+            if !self.can_see(who, &parent.request) {
+                return Err(ApiError::NotFound);
+            }
+            let pr = &parent.request;
+            pr.check_extendable(who)?;
+            let permit = self.catalog.permit(
+                who,
+                Ask {
+                    target: &pr.target,
+                    resource: &pr.resource,
+                    role: &pr.role,
+                    duration,
+                    has_ticket: ticket.is_some(),
+                    break_glass: false,
+                    check_step_up: true,
+                },
+                now,
+            )?;
+            permit.eligibility.check_ticket(ticket.as_ref())?;
+            self.confirm_ticket(permit.eligibility, ticket.as_ref())
+                .await?
+        };
         let mut tx = self.store.begin().await?;
         let parent = self.load_visible(&mut tx, who, id).await?;
         parent.request.check_extendable(who)?;
@@ -520,6 +614,7 @@ impl Broker {
             now,
         )?;
         let eligibility = permit.eligibility;
+        eligibility.check_ticket(ticket.as_ref())?;
         if let Some(w) = pr.state.window() {
             if w.ends_at + duration.as_chrono() > eligibility.not_after {
                 return Err(DomainError::invalid(
@@ -552,7 +647,11 @@ impl Broker {
             requested_start: None,
             break_glass: false,
         };
-        let change = Request::create(new, who, &eligibility.id, approval, now)?;
+        // Auto-approval rules are not applied to extensions: a rule's
+        // limits (max_duration, on-call) are about one window, and chained
+        // extensions would add up past them.
+        let mut change = Request::create(new, who, &eligibility.id, approval, now)?;
+        record_ticket_check(&mut change, ticket_check.as_ref());
         self.persist(&mut tx, &change, &parent.grant_key, now)
             .await?;
         let mut changes = vec![change];
@@ -630,13 +729,205 @@ impl Broker {
         Ok(changed)
     }
 
+    /// Records every reminder, escalation and "ending soon" notice due by
+    /// `now` that was not given yet, each once (the `followups` table
+    /// remembers, across restarts and replicas). Returns how many it
+    /// recorded.
+    pub async fn run_followups_once(&self, now: Timestamp) -> Result<usize, ApiError> {
+        let mut recorded = 0;
+        if self.catalog.has_followups() {
+            let earliest = |pick: fn(&elevate_core::policy::ApprovalPolicy) -> Option<Span>| {
+                self.catalog.approval_policies.iter().filter_map(pick).min()
+            };
+            if let Some(after) = earliest(|p| p.remind_after) {
+                recorded += self
+                    .pending_followups(Followup::Reminded, after, now)
+                    .await?;
+            }
+            if let Some(after) = earliest(|p| p.escalate_after) {
+                recorded += self
+                    .pending_followups(Followup::Escalated, after, now)
+                    .await?;
+            }
+        }
+        if let Some(lead) = self.ending_soon {
+            recorded += self.ending_soon_notices(lead, now).await?;
+        }
+        Ok(recorded)
+    }
+
+    /// Reminders or escalations of pending requests. `earliest` is the
+    /// shortest delay any policy sets: only requests at least that old
+    /// are read (through the `(state, created_at)` index), a page at a
+    /// time, and each one's own policies decide whether it is due.
+    async fn pending_followups(
+        &self,
+        kind: Followup,
+        earliest: Span,
+        now: Timestamp,
+    ) -> Result<usize, ApiError> {
+        const PAGE: i64 = 256;
+        let delay = |q: &ApprovalRequirement| match kind {
+            Followup::Reminded => q.remind_after,
+            Followup::Escalated => q.escalate_after.filter(|_| !q.escalate_to.is_empty()),
+            Followup::EndingSoon => None,
+        };
+        let cutoff = now - earliest.as_chrono();
+        let mut recorded = 0;
+        let mut after: Option<(Timestamp, RequestId)> = None;
+        loop {
+            let page = self
+                .store
+                .pending_without(kind, cutoff, after.as_ref(), PAGE)
+                .await?;
+            let full = page.len() as i64 == PAGE;
+            after = page
+                .last()
+                .map(|s| (s.request.created_at, s.request.id.clone()));
+            let due: Vec<RequestId> = page
+                .into_iter()
+                .filter(|s| {
+                    self.catalog
+                        .approval_requirement(
+                            &s.request.target,
+                            &s.request.resource,
+                            &s.request.role,
+                        )
+                        .as_ref()
+                        .and_then(delay)
+                        .is_some_and(|d| s.request.created_at + d.as_chrono() <= now)
+                })
+                .map(|s| s.request.id)
+                .collect();
+            if !due.is_empty() {
+                // Stamped with the time they really happen.
+                let at = now.max(Utc::now());
+                let mut tx = self.store.begin().await?;
+                let mut changes = Vec::new();
+                for id in due {
+                    // Read again under the write lock: it may have been
+                    // decided since.
+                    let Some(current) = tx.get_request(&id).await? else {
+                        continue;
+                    };
+                    let Some(requirement) = self.catalog.approval_requirement(
+                        &current.request.target,
+                        &current.request.resource,
+                        &current.request.role,
+                    ) else {
+                        continue;
+                    };
+                    let change = match kind {
+                        Followup::Reminded => {
+                            current
+                                .request
+                                .remind(&requirement, now)
+                                .map(|event| Change {
+                                    request: current.request.clone(),
+                                    event,
+                                    effect: None,
+                                })
+                        }
+                        _ => current.request.clone().escalate(&requirement, now),
+                    };
+                    let Some(mut change) = change else {
+                        continue;
+                    };
+                    change.event.at = at;
+                    // Another replica (or an earlier run) did it already.
+                    if !tx.claim_followup(&id, kind, at).await? {
+                        continue;
+                    }
+                    if kind == Followup::Escalated {
+                        self.persist(&mut tx, &change, &current.grant_key, at)
+                            .await?;
+                    } else {
+                        tx.append_audit(&change.event).await?;
+                    }
+                    changes.push(change);
+                }
+                tx.commit().await?;
+                self.after_commit(&changes.iter().collect::<Vec<_>>());
+                recorded += changes.len();
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// "Ending soon" notices of active grants whose window ends within
+    /// `lead` of `now` (through the deadline index).
+    async fn ending_soon_notices(
+        &self,
+        lead: chrono::Duration,
+        now: Timestamp,
+    ) -> Result<usize, ApiError> {
+        const PAGE: i64 = 256;
+        let mut recorded = 0;
+        loop {
+            let page = self
+                .store
+                .active_ending_without_notice(now, now + lead, PAGE)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            let at = now.max(Utc::now());
+            let mut tx = self.store.begin().await?;
+            let mut changes = Vec::new();
+            for s in &page {
+                let Some(current) = tx.get_request(&s.request.id).await? else {
+                    continue;
+                };
+                let Some(mut event) = current.request.ending_soon(now) else {
+                    continue;
+                };
+                event.at = at;
+                if !tx
+                    .claim_followup(&current.request.id, Followup::EndingSoon, at)
+                    .await?
+                {
+                    continue;
+                }
+                tx.append_audit(&event).await?;
+                changes.push(Change {
+                    request: current.request,
+                    event,
+                    effect: None,
+                });
+            }
+            tx.commit().await?;
+            self.after_commit(&changes.iter().collect::<Vec<_>>());
+            recorded += changes.len();
+            // A page where nothing could be claimed would come back
+            // unchanged.
+            if changes.is_empty() || (page.len() as i64) < PAGE {
+                break;
+            }
+        }
+        Ok(recorded)
+    }
+
     /// The scheduler loop; returns when `shutdown` fires.
     pub async fn run_scheduler(self: Arc<Self>, shutdown: crate::Shutdown) {
+        let mut followups_checked: Option<std::time::Instant> = None;
         loop {
             let now = Utc::now();
             if let Err(e) = self.run_deadlines_once(now).await {
                 tracing::error!(error = %e.log_text(), "scheduler step failed; retrying shortly");
                 self.metrics.scheduler_error();
+            }
+            // Follow-ups need second precision, not the deadlines' instant
+            // reaction: looked for at most once a second however often the
+            // loop is woken, and at least every IDLE_RECHECK.
+            if followups_checked.is_none_or(|t| t.elapsed() >= FOLLOWUP_INTERVAL) {
+                followups_checked = Some(std::time::Instant::now());
+                if let Err(e) = self.run_followups_once(now).await {
+                    tracing::error!(error = %e.log_text(), "follow-up step failed; retrying shortly");
+                    self.metrics.scheduler_error();
+                }
             }
             let sleep = match self.store.next_deadline().await {
                 Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or(Duration::ZERO),
@@ -782,6 +1073,7 @@ impl Broker {
         }
         let now = Utc::now();
         let mut changes = Vec::new();
+        let mut removal_failing = false;
         let mut tx = self.store.begin().await?;
         for Outcome { job, result } in &outcomes {
             let kind = job.kind;
@@ -818,6 +1110,20 @@ impl Broker {
             self.metrics.job_attempt(kind.as_str(), outcome);
             if let Done::Retry(error) = result {
                 tracing::warn!(request = %job.request_id, job = kind.as_str(), attempt = job.attempts + 1, error = %error, "provider call failed; will retry");
+                // A removal that starts failing is a security event: the
+                // person keeps access past its end. Recorded (and so
+                // notified) once per removal, at its first failure.
+                if kind == JobKind::Remove && job.attempts == 0 {
+                    tx.append_audit(&elevate_core::request::Event {
+                        action: elevate_core::request::Action::GrantRemovalFailing,
+                        actor: elevate_core::principal::Actor::System,
+                        request: job.request_id.clone(),
+                        at: now,
+                        details: serde_json::json!({ "error": error, "attempt": 1 }),
+                    })
+                    .await?;
+                    removal_failing = true;
+                }
                 continue;
             }
             let Some(current) = tx.get_request(&job.request_id).await? else {
@@ -845,6 +1151,9 @@ impl Broker {
         };
         tx.commit().await?;
         self.after_commit(&changes.iter().collect::<Vec<_>>());
+        if removal_failing {
+            self.notifier.wake.notify_one();
+        }
         Ok(next)
     }
 

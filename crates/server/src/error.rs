@@ -44,7 +44,14 @@ impl ApiError {
                 | DomainError::DurationTooLong { .. }
                 | DomainError::DurationTooShort { .. }
                 | DomainError::TicketRequired
+                | DomainError::TicketMismatch { .. }
+                | DomainError::TicketNotOpen { .. }
+                | DomainError::TicketUnknown { .. }
                 | DomainError::NoApprovalPolicy => StatusCode::UNPROCESSABLE_ENTITY,
+                // A 4xx, not a 5xx: the request is refused (deny by
+                // default) because a system it depends on could not vouch
+                // for it; nothing in elevate failed.
+                DomainError::TicketSystemUnavailable { .. } => StatusCode::FAILED_DEPENDENCY,
                 DomainError::NotEligible { .. }
                 | DomainError::BreakGlassNotAllowed
                 | DomainError::SelfApproval

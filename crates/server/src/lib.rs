@@ -8,6 +8,8 @@
 //! - [`metrics`]: Prometheus text at `/metrics`.
 //! - [`dev`]: the `serve --dev` demo setup.
 //! - [`openapi`]: the API description served at `/api/v1/openapi.json`.
+//! - [`tickets`]: asking a change/incident system whether a ticket is
+//!   open (`ticket_system` on an eligibility).
 
 pub mod api;
 pub mod auth;
@@ -17,8 +19,10 @@ pub mod engine;
 pub mod error;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod oidc;
 pub mod openapi;
+pub mod tickets;
 pub mod web;
 pub mod web_auth;
 
@@ -145,6 +149,11 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
         }
         None => None,
     };
+    let notifier = Arc::new(
+        notify::run::Notifier::new(config.notifications.clone(), &store)
+            .await
+            .context("cannot set up notifications")?,
+    );
     let mut providers: BTreeMap<_, Arc<dyn Provider>> = BTreeMap::new();
     for (id, connection) in &config.connections {
         let provider: Arc<dyn Provider> = match connection {
@@ -174,6 +183,24 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
         job_lease: Duration::from_secs(config.settings.job_lease.secs()),
         demo: config.settings.demo,
         audit_checked: tokio::sync::Mutex::new(None),
+        ticket_systems: config
+            .ticket_systems
+            .iter()
+            .map(|t| {
+                tickets::TicketSystem::new(t.clone())
+                    .map(|system| (t.name.clone(), Arc::new(system)))
+                    .map_err(anyhow::Error::msg)
+            })
+            .collect::<anyhow::Result<_>>()?,
+        // A notice nobody receives would only lengthen the audit trail.
+        ending_soon: config
+            .notifications
+            .ending_soon
+            .filter(|_| {
+                config.notifications.any_channel() || !config.notifications.webhooks.is_empty()
+            })
+            .map(|s| s.as_chrono()),
+        notifier,
     })
 }
 
@@ -224,6 +251,7 @@ pub async fn start(mut config: Config, listener: Option<TcpListener>) -> anyhow:
         let wake = || {
             woken.scheduler_wake.notify_one();
             woken.worker_wake.notify_one();
+            woken.notifier.wake.notify_one();
         };
         tokio::select! {
             _ = woken.store.watch_wakeups(wake) => {}
@@ -235,6 +263,8 @@ pub async fn start(mut config: Config, listener: Option<TcpListener>) -> anyhow:
     });
     tasks.spawn(broker.clone().run_scheduler(shutdown.clone()));
     tasks.spawn(broker.clone().run_worker(shutdown.clone()));
+    tasks.spawn(notify::run::run_readers(broker.clone(), shutdown.clone()));
+    tasks.spawn(notify::run::run_sender(broker.clone(), shutdown.clone()));
     let app = api::router(broker.clone(), config.settings.max_body_bytes);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {

@@ -22,6 +22,9 @@ pub struct Metrics {
     max_lateness_ms: AtomicI64,
     deadlines_handled: AtomicU64,
     scheduler_errors: AtomicU64,
+    /// Notification attempts by (channel kind, outcome) made by this
+    /// process: `sent`, `retry`, `abandoned`.
+    notifications: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -31,7 +34,7 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
 }
 
 /// Label values are config-controlled names: escape them per the text format.
-fn label(v: &str) -> String {
+pub(crate) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -52,6 +55,12 @@ impl Metrics {
         self.last_lateness_ms.store(l, Ordering::Relaxed);
         self.max_lateness_ms.fetch_max(l, Ordering::Relaxed);
         self.deadlines_handled.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn notification(&self, channel: &str, outcome: &str) {
+        bump(
+            &self.notifications,
+            (channel.to_owned(), outcome.to_owned()),
+        );
     }
     pub fn scheduler_error(&self) {
         self.scheduler_errors.fetch_add(1, Ordering::Relaxed);
@@ -169,6 +178,19 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(out, "# HELP elevate_notification_outcomes_total Notification attempts by channel (email, chat, webhook) and outcome (sent, retry = failed and rescheduled, abandoned), since this process started.");
+        let _ = writeln!(out, "# TYPE elevate_notification_outcomes_total counter");
+        if let Ok(m) = self.notifications.lock() {
+            for ((channel, outcome), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "elevate_notification_outcomes_total{{channel=\"{}\",outcome=\"{}\"}} {n}",
+                    label(channel),
+                    label(outcome)
+                );
+            }
+        }
+        crate::notify::run::render_metrics(store, &mut out).await;
         out
     }
 }

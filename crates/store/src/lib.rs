@@ -18,7 +18,9 @@
 
 pub mod audit;
 pub mod copy;
+pub mod followups;
 pub mod identity;
+pub mod outbox;
 mod schema;
 
 use std::str::FromStr;

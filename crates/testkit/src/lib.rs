@@ -31,6 +31,7 @@ use anyhow::{anyhow, bail, Context};
 
 pub mod database;
 pub mod oidc;
+pub mod smtp;
 
 pub use database::{database_url, on_postgres, DATABASE_ENV};
 

@@ -85,7 +85,7 @@ async fn approvals(State(b): State<AppState>, v: Viewer, RawQuery(q): RawQuery) 
         }
         @for s in &waiting {
             @let r = &s.request;
-            @let req = b.catalog.approval_requirement(&r.target, &r.resource, &r.role);
+            @let req = b.requirement_of(r);
             article.card {
                 h3 { a href={"/requests/" (r.id)} { (r.role) " on " (r.target) "/" (resource_path(&b, s)) } " "
                     @if r.break_glass { (break_glass_badge()) } }

@@ -18,6 +18,7 @@ mod admin;
 mod approvals;
 mod audit;
 mod insights;
+mod link;
 mod request;
 mod requests;
 
@@ -61,6 +62,7 @@ pub fn routes() -> Router<AppState> {
         .merge(audit::routes())
         .merge(insights::routes())
         .merge(admin::routes())
+        .merge(link::routes())
 }
 
 // ---- who is looking -------------------------------------------------------

@@ -97,9 +97,8 @@ pub async fn waiting_for(b: &Broker, v: &Viewer) -> Result<Vec<StoredRequest>, A
             let r = &s.request;
             r.requester != v.p.name
                 && !r.approvals.iter().any(|a| a.by == v.p.name)
-                && b.catalog
-                    .approval_requirement(&r.target, &r.resource, &r.role)
-                    .is_some_and(|q| q.allows(&v.p))
+                // With the fallback approvers once it was escalated.
+                && b.requirement_of(r).is_some_and(|q| q.allows(&v.p))
         })
         .collect())
 }
@@ -357,9 +356,7 @@ async fn detail(
         .await
         .unwrap_or_default();
     let r = &s.request;
-    let requirement = b
-        .catalog
-        .approval_requirement(&r.target, &r.resource, &r.role);
+    let requirement = b.requirement_of(r);
     let mine = r.requester == v.p.name;
     let approver = !mine && requirement.as_ref().is_some_and(|q| q.allows(&v.p));
     let pending = matches!(r.state, RState::Pending { .. });

@@ -277,6 +277,13 @@ impl TestApp {
         }
     }
 
+    /// The in-process broker, to drive its background steps with an
+    /// injected clock (`run_followups_once(now)`); `None` for an external
+    /// server.
+    pub fn broker(&self) -> Option<std::sync::Arc<elevate::engine::Broker>> {
+        self._running.as_ref().map(|r| r.broker.clone())
+    }
+
     /// Stops the in-process server (a later `start` on the same database
     /// plays a restart).
     pub async fn stop(mut self) {

@@ -7,6 +7,7 @@ mod oidc_common;
 mod web_common;
 
 mod audit;
+mod automation;
 mod bad_input;
 mod chaos;
 mod config_check;
@@ -17,6 +18,7 @@ mod dev_mode;
 mod escalation;
 mod lifecycle;
 mod load;
+mod notify;
 mod oidc_cli;
 mod oidc_tokens;
 mod oidc_web;

@@ -1,0 +1,324 @@
+//! The words of each message: e-mail (plain text and HTML), Slack and
+//! Microsoft Teams.
+//!
+//! What people typed (the reason, comments) is carried verbatim in any
+//! language; e-mail is UTF-8 throughout and HTML escapes it. Approval
+//! links are not in the stored message: the sender signs fresh ones at
+//! the moment it sends (see [`LINKS_MARK`]), so no usable link is ever
+//! written to the database.
+
+use elevate_core::principal::Principal;
+use elevate_core::request::{Request, State};
+use elevate_store::audit::AuditRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::email::Email;
+use super::ChatFormat;
+use crate::engine::Broker;
+use crate::web_auth::escape_html;
+
+/// How involved a recipient is; decides the wording. Ordered: one
+/// address in several roles gets the message of the highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Requester,
+    Admin,
+    Approver,
+    /// An approver asked to decide: the message carries approval links.
+    Decider,
+}
+
+/// Stands where the approval links go, in both bodies.
+pub const LINKS_MARK: &str = "\u{27e6}elevate:approval-links\u{27e7}";
+
+/// A queued e-mail: the message, and for whom links are signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mail {
+    pub email: Email,
+    /// The approver the links are for (`None`: no links).
+    pub approve_as: Option<String>,
+    pub request: String,
+}
+
+fn who(rec: &AuditRecord) -> String {
+    match rec.actor.strip_prefix("user:") {
+        Some(u) => u.to_owned(),
+        None => "elevate".to_owned(),
+    }
+}
+
+fn detail<'a>(rec: &'a AuditRecord, field: &str) -> Option<&'a str> {
+    rec.details.get(field).and_then(|v| v.as_str())
+}
+
+/// One line saying what happened, for subjects and chat.
+pub fn headline(rec: &AuditRecord, key: &str, r: &Request) -> String {
+    let what = format!("{} on {}/{}", r.role, r.target, r.resource);
+    let rq = r.requester.as_str();
+    match key {
+        "request.created" => format!("{rq} asks for {what}"),
+        super::BREAK_GLASS_USED => {
+            format!("BREAK-GLASS: {rq} took {what} without approval")
+        }
+        "request.approved" => match rec.details.get("auto_approval") {
+            Some(a) => format!(
+                "{rq}'s request for {what} was approved automatically (rule \"{}\")",
+                a.get("rule").and_then(|v| v.as_str()).unwrap_or("?")
+            ),
+            None => format!("{rq}'s request for {what} was approved by {}", who(rec)),
+        },
+        "request.approval_recorded" => {
+            format!(
+                "{} approved {rq}'s request for {what}; more approvals needed",
+                who(rec)
+            )
+        }
+        "request.rejected" => format!("{rq}'s request for {what} was rejected by {}", who(rec)),
+        "request.cancelled" => format!("{rq}'s request for {what} was cancelled"),
+        "request.expired" => {
+            format!("{rq}'s request for {what} expired without a decision")
+        }
+        "request.reminded" => format!("Reminder: {rq}'s request for {what} awaits a decision"),
+        "request.escalated" => {
+            format!("Escalated: {rq}'s request for {what} has had no decision")
+        }
+        "grant.starting" => format!("{rq}'s grant of {what} is starting"),
+        "grant.activated" => format!("{rq} now holds {what}"),
+        "grant.failed" => format!("{rq}'s grant of {what} FAILED"),
+        "grant.window_ended" => format!("{rq}'s grant of {what} has reached its end"),
+        "grant.ending_soon" => format!("{rq}'s grant of {what} ends soon"),
+        "grant.revoked" => format!("{rq}'s grant of {what} was revoked by {}", who(rec)),
+        "grant.deactivated" => format!("{rq} gave up {what}"),
+        "grant.removed" => format!("{rq} no longer holds {what}"),
+        "grant.removal_failing" => {
+            format!("Removing {what} from {rq} is FAILING; elevate keeps retrying")
+        }
+        "grant.extended" => format!("{rq}'s grant of {what} was extended"),
+        "break_glass.acknowledged" => {
+            format!(
+                "{rq}'s break-glass use of {what} was reviewed by {}",
+                who(rec)
+            )
+        }
+        other => format!("{other}: {rq}, {what}"),
+    }
+}
+
+/// The sentence addressed to one recipient, under the headline.
+fn lead(key: &str, role: Role) -> &'static str {
+    match (key, role) {
+        (_, Role::Decider) => {
+            "Your decision is needed. Use a link below (you will be asked to sign in and confirm) or open the request."
+        }
+        ("request.created", Role::Requester) => {
+            "Your request was submitted. You will hear when it is decided."
+        }
+        (super::BREAK_GLASS_USED, _) => {
+            "Break-glass access was taken without prior approval. Review it now."
+        }
+        (_, Role::Requester) => "This is about your request.",
+        (_, Role::Approver) => {
+            "You are an approver of this scope. Nothing is needed from you unless stated."
+        }
+        (_, Role::Admin) => "You receive this as an administrator of elevate.",
+    }
+}
+
+/// The facts of a request, as (label, value) pairs.
+fn facts(rec: &AuditRecord, r: &Request) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        ("Request", r.id.to_string()),
+        ("Requester", r.requester.to_string()),
+        ("Target", r.target.to_string()),
+        ("Resource", r.resource.to_string()),
+        ("Role", r.role.to_string()),
+        ("Duration", r.duration.to_string()),
+        ("Reason", r.justification.as_str().to_owned()),
+    ];
+    if let Some(t) = &r.ticket {
+        f.push(("Ticket", t.as_str().to_owned()));
+    }
+    if r.break_glass {
+        f.push(("Break-glass", "yes".into()));
+    }
+    if let Some(w) = r.state.window() {
+        f.push((
+            "Window",
+            format!("{} – {}", w.starts_at.to_rfc3339(), w.ends_at.to_rfc3339()),
+        ));
+    }
+    if let State::Pending { expires_at } = r.state {
+        f.push(("Decide before", expires_at.to_rfc3339()));
+    }
+    for field in ["comment", "reason", "error"] {
+        if let Some(v) = detail(rec, field) {
+            let label = match field {
+                "comment" => "Comment",
+                "reason" => "Why",
+                _ => "Error",
+            };
+            f.push((label, v.to_owned()));
+        }
+    }
+    if let Some(at) = detail(rec, "ends_at") {
+        f.push(("Ends at", at.to_owned()));
+    }
+    f.push(("Event", format!("{} (#{})", rec.action, rec.seq)));
+    f
+}
+
+pub fn request_url(b: &Broker, r: &Request) -> String {
+    format!("{}/requests/{}", b.public_url.trim_end_matches('/'), r.id)
+}
+
+pub fn email(
+    b: &Broker,
+    rec: &AuditRecord,
+    key: &str,
+    r: &Request,
+    to: &Principal,
+    role: Role,
+) -> Mail {
+    let headline = headline(rec, key, r);
+    let lead = lead(key, role);
+    let facts = facts(rec, r);
+    let url = request_url(b, r);
+    let links = role == Role::Decider;
+
+    let width = facts.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut text = format!("{headline}\n\n{lead}\n\n");
+    for (k, v) in &facts {
+        // Multi-line reasons stay readable: continuation lines indented.
+        let v = v.replace('\n', &format!("\n{:width$}  ", ""));
+        text.push_str(&format!("{k:width$}  {v}\n"));
+    }
+    text.push_str(&format!("\nOpen the request: {url}\n"));
+    if links {
+        text.push('\n');
+        text.push_str(LINKS_MARK);
+        text.push('\n');
+    }
+    text.push_str("\n-- \nelevate, just-in-time access\n");
+
+    let mut html = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title></head>\
+         <body style=\"font-family:sans-serif;line-height:1.4\">\
+         <h2 style=\"font-size:1.15em\">{}</h2><p>{}</p><table cellpadding=\"4\" style=\"border-collapse:collapse\">",
+        escape_html(&headline),
+        escape_html(&headline),
+        escape_html(lead)
+    );
+    for (k, v) in &facts {
+        html.push_str(&format!(
+            "<tr><th align=\"left\" valign=\"top\">{}</th><td style=\"white-space:pre-wrap\">{}</td></tr>",
+            escape_html(k),
+            escape_html(v)
+        ));
+    }
+    html.push_str(&format!(
+        "</table><p><a href=\"{}\">Open the request in elevate</a></p>",
+        escape_html(&url)
+    ));
+    if links {
+        html.push_str(LINKS_MARK);
+    }
+    html.push_str("<p style=\"color:#666\">elevate, just-in-time access</p></body></html>");
+
+    let subject = format!("[elevate] {headline}");
+    Mail {
+        email: Email {
+            to: to
+                .email
+                .as_ref()
+                .map(|e| e.as_str().to_owned())
+                .unwrap_or_default(),
+            to_name: to.display_name.clone(),
+            subject,
+            text,
+            html,
+        },
+        approve_as: links.then(|| to.name.to_string()),
+        request: r.id.to_string(),
+    }
+}
+
+/// The approval links, for the text and the HTML body.
+pub fn links_section(approve: &str, reject: &str, expires: &str) -> (String, String) {
+    let text = format!(
+        "Approve: {approve}\nReject:  {reject}\n(Each link opens a confirmation page after sign-in; it works once, until {expires}.)"
+    );
+    let html = format!(
+        "<p><a href=\"{}\" style=\"font-weight:bold\">Approve…</a> &nbsp; <a href=\"{}\">Reject…</a></p>\
+         <p style=\"color:#666\">Each link opens a confirmation page after sign-in; it works once, until {}.</p>",
+        escape_html(approve),
+        escape_html(reject),
+        escape_html(expires)
+    );
+    (text, html)
+}
+
+/// A chat message in the incoming-webhook format of `format`.
+pub fn chat(b: &Broker, rec: &AuditRecord, key: &str, r: &Request, format: ChatFormat) -> Value {
+    let headline = headline(rec, key, r);
+    let url = request_url(b, r);
+    let facts: Vec<(&str, String)> = facts(rec, r)
+        .into_iter()
+        .filter(|(k, _)| !matches!(*k, "Event"))
+        .collect();
+    match format {
+        // Slack incoming webhooks: `text` is the notification fallback;
+        // Block Kit blocks carry the layout. Slack's mrkdwn treats only
+        // &, < and > specially.
+        ChatFormat::Slack => {
+            let esc = |s: &str| {
+                s.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            };
+            let fields: Vec<Value> = facts
+                .iter()
+                .take(10) // Slack allows at most 10 fields per section.
+                .map(|(k, v)| json!({"type": "mrkdwn", "text": format!("*{}*\n{}", k, esc(v))}))
+                .collect();
+            json!({
+                "text": headline,
+                "blocks": [
+                    {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", esc(&headline))}},
+                    {"type": "section", "fields": fields},
+                    {"type": "actions", "elements": [
+                        {"type": "button", "text": {"type": "plain_text", "text": "Open in elevate"}, "url": url}
+                    ]}
+                ]
+            })
+        }
+        // Teams incoming webhooks (Workflows) take a message with an
+        // Adaptive Card attachment.
+        ChatFormat::Teams => {
+            let facts: Vec<Value> = facts
+                .iter()
+                .map(|(k, v)| json!({"title": k, "value": v}))
+                .collect();
+            json!({
+                "type": "message",
+                "attachments": [{
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "contentUrl": null,
+                    "content": {
+                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                        "type": "AdaptiveCard",
+                        "version": "1.4",
+                        "body": [
+                            {"type": "TextBlock", "text": headline, "weight": "Bolder", "wrap": true},
+                            {"type": "FactSet", "facts": facts}
+                        ],
+                        "actions": [
+                            {"type": "Action.OpenUrl", "title": "Open in elevate", "url": url}
+                        ]
+                    }
+                }]
+            })
+        }
+    }
+}

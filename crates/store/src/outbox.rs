@@ -396,10 +396,23 @@ impl Store {
             .collect())
     }
 
+    /// Forgets sent and given-up deliveries finished before `before`:
+    /// the audit trail keeps what happened; this table only has to hold
+    /// what is still to send and recent history.
+    pub async fn prune_deliveries(&self, before: Timestamp) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM deliveries WHERE state <> 'queued' AND done_at < $1")
+            .bind(to_millis(before))
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
     /// (channel, state, count, attempts) over all deliveries, for metrics.
     pub async fn delivery_counts(&self) -> Result<Vec<(String, String, i64, i64)>> {
         let rows = sqlx::query(
-            "SELECT channel, state, COUNT(*), COALESCE(SUM(attempts), 0) FROM deliveries
+            "SELECT channel, state, COUNT(*), CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM deliveries
              GROUP BY channel, state ORDER BY channel, state",
         )
         .fetch_all(&self.pool)
@@ -528,5 +541,200 @@ impl Tx<'_> {
         .execute(&mut *self.tx)
         .await?;
         Ok(inserted.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elevate_core::principal::Actor;
+    use elevate_core::request::{Action, Event};
+    use elevate_core::values::RequestId;
+
+    async fn store(dir: &std::path::Path) -> Store {
+        let url = elevate_testkit::database_url(&dir.join("e.db")).unwrap();
+        Store::open(&url).await.unwrap()
+    }
+
+    async fn event(store: &Store, n: usize) {
+        let mut tx = store.begin().await.unwrap();
+        for _ in 0..n {
+            tx.append_audit(&Event {
+                action: Action::RequestCreated,
+                actor: Actor::System,
+                request: RequestId::parse("r-aaaaaaaaaaaa").unwrap(),
+                at: chrono::Utc::now(),
+                details: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cursor_starts_at_the_newest_event_and_moves_only_under_its_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        event(&store, 3).await;
+        let t0 = from_millis(1_700_000_000_000).unwrap();
+        let lease = Duration::from_secs(60);
+        // Created after three events: it starts past them, and says so
+        // again when asked twice.
+        assert_eq!(store.ensure_cursor("w", t0).await.unwrap(), 3);
+        assert_eq!(store.ensure_cursor("w", t0).await.unwrap(), 3);
+        // Nothing new: nothing to claim.
+        assert!(store.claim_cursor("w", t0, lease).await.unwrap().is_none());
+        event(&store, 2).await;
+        let first = store.claim_cursor("w", t0, lease).await.unwrap().unwrap();
+        assert_eq!(first.last_seq, 3);
+        // Held: nobody else gets it until the lease ends.
+        let during = t0 + chrono::Duration::seconds(30);
+        assert!(store
+            .claim_cursor("w", during, lease)
+            .await
+            .unwrap()
+            .is_none());
+        let after = t0 + chrono::Duration::seconds(61);
+        let second = store
+            .claim_cursor("w", after, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        // The first holder's moves record nothing any more.
+        assert!(!store.advance_cursor(&first, 5).await.unwrap());
+        assert!(!store.retry_cursor(&first, after, "late").await.unwrap());
+        assert!(store.advance_cursor(&second, 4).await.unwrap());
+        // Never backwards.
+        let mut tx = store.begin().await.unwrap();
+        let mut moved = second.clone();
+        moved.last_seq = 4;
+        assert!(tx.advance_cursor(&moved, 3).await.is_err());
+        drop(tx);
+        // A failure puts it off until its retry time.
+        assert!(store
+            .retry_cursor(&moved, after + chrono::Duration::seconds(10), "503")
+            .await
+            .unwrap());
+        assert!(store
+            .claim_cursor("w", after, lease)
+            .await
+            .unwrap()
+            .is_none());
+        let status = store.cursors().await.unwrap();
+        assert_eq!((status[0].last_seq, status[0].attempts), (4, 1));
+        assert_eq!(status[0].last_error.as_deref(), Some("503"));
+        let again = store
+            .claim_cursor("w", after + chrono::Duration::seconds(10), lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.last_seq, again.attempts), (4, 1));
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_claimed_once_and_recorded_only_by_their_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let t0 = from_millis(1_700_000_000_000).unwrap();
+        let lease = Duration::from_secs(60);
+        let mut tx = store.begin().await.unwrap();
+        for to in ["a@example.com", "b@example.com", "c@example.com"] {
+            tx.insert_delivery(
+                &NewDelivery {
+                    audit_seq: 1,
+                    request_id: Some("r-aaaaaaaaaaaa".into()),
+                    event: "request.created".into(),
+                    channel: "email".into(),
+                    recipient: to.into(),
+                    doc: "{}".into(),
+                },
+                t0,
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let claimed = store.claim_deliveries(t0, lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        assert!(claimed.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(store
+            .claim_deliveries(t0, lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let later = t0 + chrono::Duration::seconds(5);
+        let recorded = store
+            .record_deliveries(
+                &[
+                    (claimed[0].clone(), DeliveryOutcome::Sent),
+                    (
+                        claimed[1].clone(),
+                        DeliveryOutcome::Retry {
+                            at: later,
+                            error: "451 try later".into(),
+                        },
+                    ),
+                    (
+                        claimed[2].clone(),
+                        DeliveryOutcome::Abandoned {
+                            error: "550 no such user".into(),
+                        },
+                    ),
+                ],
+                t0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(recorded, 3);
+        let rows = store.deliveries(Some("r-aaaaaaaaaaaa")).await.unwrap();
+        let states: Vec<(&str, i64)> = rows
+            .iter()
+            .map(|r| (r.state.as_str(), r.attempts))
+            .collect();
+        assert_eq!(states, [("sent", 1), ("queued", 1), ("abandoned", 1)]);
+        assert_eq!(store.next_delivery_at().await.unwrap(), Some(later));
+        // Due again at its retry time; a stale claim of it records nothing.
+        let retried = store.claim_deliveries(later, lease, 10).await.unwrap();
+        assert_eq!(retried.len(), 1);
+        assert_eq!(retried[0].attempts, 1);
+        let stale = (claimed[1].clone(), DeliveryOutcome::Sent);
+        assert_eq!(store.record_deliveries(&[stale], later).await.unwrap(), 0);
+        let fresh = (retried[0].clone(), DeliveryOutcome::Sent);
+        assert_eq!(store.record_deliveries(&[fresh], later).await.unwrap(), 1);
+        // Per channel and state, with attempts (both engines' types).
+        let counts = store.delivery_counts().await.unwrap();
+        assert_eq!(
+            counts,
+            [
+                ("email".to_owned(), "abandoned".to_owned(), 1, 1),
+                ("email".to_owned(), "sent".to_owned(), 2, 3),
+            ]
+        );
+        // Finished ones are pruned when old enough; queued ones never.
+        assert_eq!(store.prune_deliveries(t0).await.unwrap(), 0);
+        let pruned = store
+            .prune_deliveries(later + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(pruned, 3);
+    }
+
+    #[tokio::test]
+    async fn a_link_is_spent_once_and_a_setting_is_set_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let now = from_millis(1_700_000_000_000).unwrap();
+        let exp = now + chrono::Duration::hours(1);
+        assert!(!store.link_spent("n1").await.unwrap());
+        assert!(store.spend_link("n1", now, exp).await.unwrap());
+        assert!(!store.spend_link("n1", now, exp).await.unwrap());
+        assert!(store.link_spent("n1").await.unwrap());
+        let a = store.setting_or_init("k", || "first".into()).await.unwrap();
+        let b = store
+            .setting_or_init("k", || "second".into())
+            .await
+            .unwrap();
+        assert_eq!((a.as_str(), b.as_str()), ("first", "first"));
     }
 }

@@ -186,7 +186,8 @@ impl Default for Settings {
             webhooks: Vec::new(),
             routes: default_routes(),
             ending_soon: Some(Span::from_secs(10 * 60)),
-            link_ttl: Span::from_secs(24 * 3600),
+            // Short: a reminder or escalation mails fresh links.
+            link_ttl: Span::from_secs(4 * 3600),
             give_up_after: Span::from_secs(24 * 3600),
             retry_max_backoff: Span::from_secs(10 * 60),
         }

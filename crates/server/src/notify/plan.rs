@@ -134,9 +134,9 @@ pub async fn plan(
         // One message per address: the most involved role decides its
         // wording (an approver who is also an admin is asked to decide).
         let mut to: BTreeMap<String, (&Principal, Role)> = BTreeMap::new();
-        let requirement = b
-            .catalog
-            .approval_requirement(&r.target, &r.resource, &r.role);
+        // Once escalated, the fallback approvers are approvers too: they
+        // hear of the outcome like the others.
+        let requirement = b.requirement_of(r);
         let deciding = asks_for_decision(key, r);
         for audience in &route.email {
             let (subjects, role): (Vec<Subject>, Role) = match audience {

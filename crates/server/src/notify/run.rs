@@ -396,9 +396,20 @@ pub async fn run_readers(b: Arc<Broker>, shutdown: crate::Shutdown) {
     }
 }
 
+/// Finished deliveries are kept this long, for metrics and for anyone
+/// looking into what was sent.
+const KEEP_FINISHED: chrono::Duration = chrono::Duration::days(30);
+
 /// Sends deliveries as they become due; returns when `shutdown` fires.
 pub async fn run_sender(b: Arc<Broker>, shutdown: crate::Shutdown) {
+    let mut pruned_at = std::time::Instant::now();
     loop {
+        if pruned_at.elapsed() > Duration::from_secs(3600) {
+            pruned_at = std::time::Instant::now();
+            if let Err(e) = b.store.prune_deliveries(Utc::now() - KEEP_FINISHED).await {
+                tracing::warn!(error = %e, "cannot prune finished deliveries");
+            }
+        }
         let sent = match send_once(&b, Utc::now()).await {
             Ok(n) => n,
             Err(e) => {

@@ -29,7 +29,7 @@ fn edit(text: &str, from: &str, to: &str) -> Result<String> {
 /// The dry-run test config with `keys` added to the `prod-dba` approval
 /// policy (which alone covers `orders`) and `tables` (e.g. its
 /// `[[approval_policies.auto_approve]]` rules) right after it.
-fn with_prod_dba(db: &Path, keys: &str, tables: &str) -> Result<String> {
+pub fn with_prod_dba(db: &Path, keys: &str, tables: &str) -> Result<String> {
     add_to_prod_dba(dry_run_config(db, &Setup::default())?, keys, tables)
 }
 

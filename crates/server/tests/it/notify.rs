@@ -740,3 +740,123 @@ fn bad_notification_settings_are_refused_with_a_clear_message() -> Result<()> {
     }
     Ok(())
 }
+
+// ---- reminders and escalation, by mail ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_go_to_the_approvers_and_escalations_to_the_fallback_with_working_links(
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let smtp = SmtpServer::start(&dir.path().join("smtp"))?;
+    let config = crate::automation::with_prod_dba(
+        &dir.path().join("e.db"),
+        "remind_after = \"30m\"\nescalate_after = \"2h\"\nescalate_to = [\"user:eve\"]",
+        "",
+    )?;
+    let app = TestApp::start(&format!("{config}\n{}", email_toml(smtp.port()))).await?;
+    let broker = app.broker().context("in-process broker")?;
+    let id = app
+        .request("alice", body("demo", "orders", "orders_writer", "30m"))
+        .await?;
+    smtp.wait_for_messages(3, WAIT).await?;
+    let created = chrono::DateTime::parse_from_rfc3339(
+        app.show(&id).await?["created_at"]
+            .as_str()
+            .context("created_at")?,
+    )?
+    .with_timezone(&chrono::Utc);
+
+    // The clock is the test's: half an hour later, the approvers are
+    // reminded, with fresh links; nobody else hears of it.
+    let at = created + chrono::Duration::minutes(30);
+    broker
+        .run_followups_once(at)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.log_text()))?;
+    let mails = smtp.wait_for_messages(5, WAIT).await?;
+    let reminded = by_recipient(&mails, "Reminder:");
+    assert_eq!(
+        reminded.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["bob@example.com", "carol@example.com"]
+    );
+    assert!(reminded["bob@example.com"].text.contains("Approve:"));
+
+    // Two hours: escalated to eve, who is asked to decide, and whose link
+    // works now that she is a fallback approver.
+    broker
+        .run_followups_once(created + chrono::Duration::hours(2))
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.log_text()))?;
+    let mails = smtp.wait_for_messages(6, WAIT).await?;
+    let escalated = by_recipient(&mails, "Escalated:");
+    assert_eq!(
+        escalated.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["eve@example.com"]
+    );
+    let approve = link_in(&escalated["eve@example.com"].text, "Approve:")?;
+    let path = approve.trim_start_matches(&app.url).to_owned();
+    let eve = signed_in(&app, "eve").await?;
+    let (status, html) = page(&app, &eve, &path).await?;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let csrf = csrf_of(&html)?;
+    let (status, _, html) = post_form(
+        &app,
+        &eve,
+        &path,
+        &[("csrf", &csrf), ("confirm", "approve")],
+    )
+    .await?;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(app.show(&id).await?["approvals"][0]["by"], "eve");
+    Ok(())
+}
+
+// ---- replicas ---------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_store_send_each_message_once() -> Result<()> {
+    // Replicas share only a PostgreSQL store; this test runs in the
+    // suite's PostgreSQL pass (ELEVATE_TEST_DATABASE) and is a no-op on
+    // SQLite, whose file belongs to one process.
+    if !elevate_testkit::on_postgres() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let smtp = SmtpServer::start(&dir.path().join("smtp"))?;
+    let first = start_with(dir.path(), &email_toml(smtp.port())).await?;
+    let config = format!(
+        "{}\n{}",
+        crate::common::dry_run_config_on(&first.db_url, &Setup::default()),
+        email_toml(smtp.port())
+    );
+    let second = TestApp::start(&config).await?;
+    let mut ids = Vec::new();
+    for (i, role) in ["orders_writer", "orders_reader"].iter().enumerate() {
+        let app = if i == 0 { &first } else { &second };
+        let id = app
+            .request("alice", body("demo", "orders", role, "30m"))
+            .await?;
+        ids.push(id);
+    }
+    // 2 requests × (bob, carol, alice) = 6 messages, each exactly once.
+    smtp.wait_for_messages(6, WAIT).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = smtp.messages()?;
+    assert_eq!(
+        mails.len(),
+        6,
+        "{:?}",
+        mails
+            .iter()
+            .map(|m| (&m.subject, to_of(m)))
+            .collect::<Vec<_>>()
+    );
+    for id in &ids {
+        let per: Vec<&ReceivedMail> = mails
+            .iter()
+            .filter(|m| m.text.contains(id.as_str()))
+            .collect();
+        assert_eq!(per.len(), 3, "{id}");
+    }
+    Ok(())
+}

@@ -112,6 +112,21 @@ async fn removal_is_retried_until_the_target_returns() -> Result<()> {
         "{}",
         v["status"]
     );
+    // The first failure is an audit event (and so a notification to the
+    // requester, approvers and admins), once, however often it retries.
+    let (_, audit) = app
+        .get("dave", &format!("/api/v1/audit?request={id}"))
+        .await?;
+    let failing: Vec<&serde_json::Value> = audit["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["action"] == "grant.removal_failing")
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(failing.len() == 1, "{audit}");
+    ensure!(failing[0]["actor"] == "system", "{}", failing[0]);
 
     pg.cluster.start_again()?;
     app.wait_state(&id, "revoked", WAIT).await?;

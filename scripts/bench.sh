@@ -12,7 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 cargo bench -p elevate --no-run --quiet
-for bench in latency scheduler throughput decision startup picker replicas; do
+for bench in latency scheduler throughput decision startup picker replicas notify; do
   echo "== $bench" >&2
   cargo bench -p elevate --quiet --bench "$bench" -- --json | tail -n 1 > "$tmp/$bench.json"
   cat "$tmp/$bench.json" >&2

@@ -106,6 +106,25 @@ fn record_ticket_check(change: &mut Change, answer: Option<&crate::tickets::Tick
     }
 }
 
+/// Spends a one-time approval link in `tx`, if one is given; refuses a
+/// link used before.
+async fn spend_link(
+    tx: &mut Tx<'_>,
+    spend: Option<(&str, Timestamp)>,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    if let Some((nonce, expires_at)) = spend {
+        if !tx.spend_link(nonce, now, expires_at).await? {
+            return Err(ApiError::client(
+                reqwest::StatusCode::GONE,
+                "link_used",
+                "this link was used already: each approval link works once",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// How often the scheduler looks for due reminders, escalations and
 /// "ending soon" notices (each is recorded within about this, plus the
 /// scheduler's idle re-check, of its time).
@@ -144,6 +163,11 @@ impl Broker {
     ) -> Result<(), ApiError> {
         tx.put_request(&change.request, grant_key, now).await?;
         tx.append_audit(&change.event).await?;
+        // A longer window deserves its own "ending soon" notice.
+        if change.event.action == elevate_core::request::Action::GrantExtended {
+            tx.forget_followup(&change.request.id, Followup::EndingSoon)
+                .await?;
+        }
         match change.effect {
             Some(Effect::Apply) => {
                 tx.enqueue_job(&change.request.id, JobKind::Apply, grant_key, now)
@@ -426,8 +450,23 @@ impl Broker {
         id: &RequestId,
         comment: Comment,
     ) -> Result<StoredRequest, ApiError> {
+        self.approve_spending(who, id, comment, None).await
+    }
+
+    /// [`Broker::approve`], spending the one-time approval link `spend`
+    /// (nonce, expiry) in the same transaction: a decision refused for
+    /// any reason (a step-up needed, already decided) leaves the link
+    /// usable, and a link used twice decides once.
+    pub async fn approve_spending(
+        &self,
+        who: &Principal,
+        id: &RequestId,
+        comment: Comment,
+        spend: Option<(&str, Timestamp)>,
+    ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
         let mut tx = self.store.begin().await?;
+        spend_link(&mut tx, spend, now).await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
         let r = &stored.request;
         let requirement = self.requirement_of(r).ok_or(DomainError::NotApprover)?;
@@ -477,6 +516,7 @@ impl Broker {
         &self,
         who: &Principal,
         id: &RequestId,
+        spend: Option<(&str, Timestamp)>,
         decide: impl FnOnce(
             Request,
             Option<&ApprovalRequirement>,
@@ -485,6 +525,7 @@ impl Broker {
     ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
         let mut tx = self.store.begin().await?;
+        spend_link(&mut tx, spend, now).await?;
         let stored = self.load_visible(&mut tx, who, id).await?;
         let requirement = self.requirement_of(&stored.request);
         let change = decide(stored.request.clone(), requirement.as_ref(), now)?;
@@ -501,7 +542,19 @@ impl Broker {
         id: &RequestId,
         comment: Comment,
     ) -> Result<StoredRequest, ApiError> {
-        self.decide(who, id, |r, requirement, now| {
+        self.reject_spending(who, id, comment, None).await
+    }
+
+    /// [`Broker::reject`], spending a one-time link (see
+    /// [`Broker::approve_spending`]).
+    pub async fn reject_spending(
+        &self,
+        who: &Principal,
+        id: &RequestId,
+        comment: Comment,
+        spend: Option<(&str, Timestamp)>,
+    ) -> Result<StoredRequest, ApiError> {
+        self.decide(who, id, spend, |r, requirement, now| {
             let requirement = requirement.ok_or(DomainError::NotApprover)?;
             Ok(r.reject(who, requirement, comment, now)?)
         })
@@ -514,7 +567,7 @@ impl Broker {
         id: &RequestId,
         comment: Comment,
     ) -> Result<StoredRequest, ApiError> {
-        self.decide(who, id, |r, _, now| Ok(r.cancel(who, comment, now)?))
+        self.decide(who, id, None, |r, _, now| Ok(r.cancel(who, comment, now)?))
             .await
     }
 
@@ -526,7 +579,7 @@ impl Broker {
         id: &RequestId,
         reason: Comment,
     ) -> Result<StoredRequest, ApiError> {
-        self.decide(who, id, |r, requirement, now| {
+        self.decide(who, id, None, |r, requirement, now| {
             let allowed = r.requester == who.name
                 || self.catalog.is_admin(who)
                 || requirement.is_some_and(|req| req.allows(who));
@@ -545,7 +598,7 @@ impl Broker {
         comment: Comment,
     ) -> Result<StoredRequest, ApiError> {
         let is_admin = self.catalog.is_admin(who);
-        self.decide(who, id, |r, requirement, now| {
+        self.decide(who, id, None, |r, requirement, now| {
             Ok(r.acknowledge(who, requirement, is_admin, comment, now)?)
         })
         .await

@@ -133,6 +133,14 @@ impl TicketSystem {
             ticket: ticket.as_str().to_owned(),
             reason,
         };
+        // "." and ".." would be read as path steps, even percent-encoded
+        // (URL parsers treat %2E%2E as ".."), and name no ticket anyway.
+        if ticket.as_str().trim_matches('.').is_empty() {
+            return Err(DomainError::TicketUnknown {
+                system,
+                ticket: ticket.as_str().to_owned(),
+            });
+        }
         let mut call = self
             .http
             .get(self.url_for(ticket))
@@ -148,7 +156,13 @@ impl TicketSystem {
             } else {
                 "the call failed".to_owned()
             };
-            tracing::warn!(system = %self.settings.name, ticket = %ticket.as_str(), error = %e, "ticket system not reachable; request refused");
+            // Without the URL, which may carry a key.
+            let error = e.to_string();
+            let error = match e.url() {
+                Some(u) => error.replace(u.as_str(), "(url)"),
+                None => error,
+            };
+            tracing::warn!(system = %self.settings.name, ticket = %ticket.as_str(), %error, "ticket system not reachable; request refused");
             unavailable(reason)
         })?;
         let status = response.status();

@@ -105,6 +105,18 @@ impl Store {
 }
 
 impl Tx<'_> {
+    /// Forgets that the `kind` follow-up of `request` was given, so it is
+    /// given again: an extended grant gets a new "ending soon" notice
+    /// before its new end.
+    pub async fn forget_followup(&mut self, request: &RequestId, kind: Followup) -> Result<()> {
+        sqlx::query("DELETE FROM followups WHERE request_id = $1 AND kind = $2")
+            .bind(request.as_str())
+            .bind(kind.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Claims the `kind` follow-up of `request`: `true` if this call
     /// recorded it, `false` if it was recorded already (by another replica
     /// or an earlier run), in which case the caller does nothing more.

@@ -135,6 +135,18 @@ impl Store {
         Ok(seq)
     }
 
+    /// Forgets cursor `name`: a reader turned off starts again at the
+    /// newest event when it is turned back on.
+    pub async fn drop_cursor(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM outbox_cursors WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Claims cursor `name` for `lease` if it is due and nobody holds it.
     pub async fn claim_cursor(
         &self,

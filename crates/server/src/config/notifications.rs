@@ -44,7 +44,7 @@ pub(super) struct NotificationsSection {
     webhooks: Vec<WebhookSection>,
     #[serde(default)]
     routes: BTreeMap<String, RouteSection>,
-    /// Lead time of the "your grant ends soon" notice; "0s" for none.
+    /// Lead time of the "your grant ends soon" notice; "off" for none.
     ending_soon: Option<String>,
     link_ttl: Option<String>,
     give_up_after: Option<String>,
@@ -136,8 +136,16 @@ impl Checker {
             },
             None => Some(None),
         };
-        if let Some(Some(s)) = span(self, "ending_soon", &n.ending_soon) {
-            out.ending_soon = (s.secs() > 0).then_some(s);
+        // "off" (or a zero length) sends no "ending soon" notice.
+        let ending_soon_off = n
+            .ending_soon
+            .as_deref()
+            .map(str::trim)
+            .is_some_and(|v| matches!(v, "off" | "none" | "0" | "0s" | "0m"));
+        if ending_soon_off {
+            out.ending_soon = None;
+        } else if let Some(Some(s)) = span(self, "ending_soon", &n.ending_soon) {
+            out.ending_soon = Some(s);
         }
         if let Some(Some(s)) = span(self, "link_ttl", &n.link_ttl) {
             out.link_ttl = s;

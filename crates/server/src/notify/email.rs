@@ -36,7 +36,7 @@ pub enum Security {
 }
 
 /// Where and how to send.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
@@ -50,6 +50,20 @@ pub struct SmtpSettings {
     /// Bounds each SMTP command (connecting included), so a relay that
     /// hangs cannot hold a sender forever.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("from", &self.from)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// One message to one recipient.
@@ -162,6 +176,10 @@ impl Mailer {
     }
 
     /// Sends one message. `Ok` means the relay accepted it (250 after DATA).
+    /// Only a refusal of the mailbox itself is permanent; any other
+    /// failure, a 5xx about the relay's own setup included (535 bad
+    /// credentials, 530 TLS required), is retried: a relay mended within
+    /// `give_up_after` still delivers every message queued meanwhile.
     pub async fn send(&self, email: &Email) -> Result<(), SendError> {
         let message = self.message(email)?;
         self.transport
@@ -169,7 +187,7 @@ impl Mailer {
             .await
             .map(|_| ())
             .map_err(|error| {
-                let permanent = error.is_permanent();
+                let permanent = refused_mailbox(&error);
                 self.error(format!("SMTP relay {}: {error}", self.relay), permanent)
             })
     }
@@ -265,6 +283,15 @@ fn redact(mut message: String, secrets: &[String]) -> String {
         }
     }
     message
+}
+
+/// Whether the relay refused the recipient's mailbox for good: 550
+/// (mailbox unavailable), 551 (not local) or 553 (name not allowed).
+fn refused_mailbox(error: &lettre::transport::smtp::Error) -> bool {
+    error.is_permanent()
+        && error
+            .status()
+            .is_some_and(|code| matches!(code.to_string().as_str(), "550" | "551" | "553"))
 }
 
 #[cfg(test)]
@@ -455,14 +482,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_relay_echoing_the_credentials_in_a_5xx_reply_is_permanent_and_redacted() {
+    async fn a_relay_echoing_the_credentials_in_a_5xx_reply_is_retried_and_redacted() {
         let port = scripted_relay(&["535 5.7.8 authentication failed for {line}"]).await;
         let mut settings = settings(port);
         settings.username = Some("elevate".to_owned());
         settings.password = Some(PASSWORD.to_owned());
         let mailer = Mailer::new(&settings).unwrap();
         let error = mailer.send(&approval_request()).await.unwrap_err();
-        assert!(error.permanent, "{error}");
+        // Bad credentials are the relay's setup, mended by an operator:
+        // worth retrying, unlike a refused mailbox.
+        assert!(!error.permanent, "{error}");
         assert!(error.message.contains("535"), "{error}");
         assert!(error.message.contains("[redacted]"), "{error}");
         for secret in secrets(Some("elevate"), Some(PASSWORD)) {
@@ -472,7 +501,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_4xx_reply_is_transient_and_a_5xx_reply_permanent() {
+    async fn a_4xx_reply_is_transient_and_a_refused_mailbox_permanent() {
         let port = scripted_relay(&["250 ok", "451 4.3.0 try again later"]).await;
         let error = Mailer::new(&settings(port))
             .unwrap()
@@ -490,6 +519,15 @@ mod tests {
             .unwrap_err();
         assert!(error.permanent, "{error}");
         assert!(error.message.contains("550"), "{error}");
+
+        // A 5xx about the relay itself is retried.
+        let port = scripted_relay(&["250 ok", "554 5.7.1 relaying denied"]).await;
+        let error = Mailer::new(&settings(port))
+            .unwrap()
+            .send(&approval_request())
+            .await
+            .unwrap_err();
+        assert!(!error.permanent, "{error}");
     }
 
     #[tokio::test]

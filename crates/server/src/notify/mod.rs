@@ -140,7 +140,7 @@ pub enum ChatFormat {
     Teams,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChatChannel {
     pub name: String,
     pub format: ChatFormat,
@@ -151,13 +151,37 @@ pub struct ChatChannel {
     pub targets: Vec<Name>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookSettings {
     pub name: String,
     pub url: String,
     /// The HMAC key (never logged).
     pub secret: String,
     pub timeout: Duration,
+}
+
+// The URL of a chat webhook and a webhook's key are secrets: never in
+// debug output.
+impl std::fmt::Debug for ChatChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatChannel")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .field("url", &"[redacted]")
+            .field("targets", &self.targets)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// `[notifications]`, checked.

@@ -141,7 +141,11 @@ pub async fn plan(
         for audience in &route.email {
             let (subjects, role): (Vec<Subject>, Role) = match audience {
                 Audience::Requester => {
-                    if let Some(p) = people.named(&r.requester) {
+                    // Whoever caused the event knows of it, except that
+                    // the requester gets a copy of what they asked for.
+                    let own_doing = actor == Some(r.requester.as_str())
+                        && !matches!(key, "request.created" | BREAK_GLASS_USED);
+                    if let Some(p) = people.named(&r.requester).filter(|_| !own_doing) {
                         add(&mut to, p, Role::Requester);
                     }
                     continue;
@@ -171,6 +175,13 @@ pub async fn plan(
                 // The requester never decides their own request, and
                 // whoever caused the event knows of it.
                 if p.name == r.requester || actor == Some(p.name.as_str()) {
+                    continue;
+                }
+                // Someone who approved already is not reminded (a quorum
+                // of two reminds only those still to decide).
+                if matches!(key, "request.reminded" | "request.escalated")
+                    && r.approvals.iter().any(|a| a.by == p.name)
+                {
                     continue;
                 }
                 add(&mut to, p, role);

@@ -4,8 +4,8 @@
 //! What people typed (the reason, comments) is carried verbatim in any
 //! language; e-mail is UTF-8 throughout and HTML escapes it. Approval
 //! links are not in the stored message: the sender signs fresh ones at
-//! the moment it sends (see [`LINKS_MARK`]), so no usable link is ever
-//! written to the database.
+//! the moment it sends (see [`LINKS_MARK`]), so no queued message holds
+//! a usable link.
 
 use elevate_core::principal::Principal;
 use elevate_core::request::{Request, State};
@@ -272,18 +272,14 @@ pub fn chat(b: &Broker, rec: &AuditRecord, key: &str, r: &Request, format: ChatF
         // Block Kit blocks carry the layout. Slack's mrkdwn treats only
         // &, < and > specially.
         ChatFormat::Slack => {
-            let esc = |s: &str| {
-                s.replace('&', "&amp;")
-                    .replace('<', "&lt;")
-                    .replace('>', "&gt;")
-            };
+            let esc = slack_escape;
             let fields: Vec<Value> = facts
                 .iter()
                 .take(10) // Slack allows at most 10 fields per section.
                 .map(|(k, v)| json!({"type": "mrkdwn", "text": format!("*{}*\n{}", k, esc(v))}))
                 .collect();
             json!({
-                "text": headline,
+                "text": esc(&headline),
                 "blocks": [
                     {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", esc(&headline))}},
                     {"type": "section", "fields": fields},
@@ -296,9 +292,11 @@ pub fn chat(b: &Broker, rec: &AuditRecord, key: &str, r: &Request, format: ChatF
         // Teams incoming webhooks (Workflows) take a message with an
         // Adaptive Card attachment.
         ChatFormat::Teams => {
+            // Adaptive Cards render Markdown in text and facts: what
+            // people typed must not become a link or emphasis there.
             let facts: Vec<Value> = facts
                 .iter()
-                .map(|(k, v)| json!({"title": k, "value": v}))
+                .map(|(k, v)| json!({"title": k, "value": markdown_escape(v)}))
                 .collect();
             json!({
                 "type": "message",
@@ -310,7 +308,7 @@ pub fn chat(b: &Broker, rec: &AuditRecord, key: &str, r: &Request, format: ChatF
                         "type": "AdaptiveCard",
                         "version": "1.4",
                         "body": [
-                            {"type": "TextBlock", "text": headline, "weight": "Bolder", "wrap": true},
+                            {"type": "TextBlock", "text": markdown_escape(&headline), "weight": "Bolder", "wrap": true},
                             {"type": "FactSet", "facts": facts}
                         ],
                         "actions": [
@@ -320,5 +318,48 @@ pub fn chat(b: &Broker, rec: &AuditRecord, key: &str, r: &Request, format: ChatF
                 }]
             })
         }
+    }
+}
+
+/// Slack's mrkdwn treats only `&`, `<` and `>` specially (`<url|text>` is
+/// a link).
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A backslash before the characters that make Markdown links, code and
+/// emphasis, so typed text shows as typed and links only where elevate
+/// puts them.
+fn markdown_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(
+            c,
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '~' | '<' | '>'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_text_cannot_become_links_in_chat() {
+        assert_eq!(
+            markdown_escape("[Approve](https://evil.example) *now*"),
+            "\\[Approve\\]\\(https://evil.example\\) \\*now\\*"
+        );
+        assert_eq!(markdown_escape("障害対応"), "障害対応");
+        assert_eq!(
+            slack_escape("<https://evil.example|Approve> & more"),
+            "&lt;https://evil.example|Approve&gt; &amp; more"
+        );
     }
 }

@@ -62,9 +62,24 @@ impl Notifier {
         let now = Utc::now();
         if settings.any_channel() {
             store.ensure_cursor(PLANNER, now).await?;
+        } else {
+            // Mail and chat turned off: turned on again later, they start
+            // from then, not with a flood of old news.
+            store.drop_cursor(PLANNER).await?;
         }
         for hook in &settings.webhooks {
             store.ensure_cursor(&cursor_name(&hook.name), now).await?;
+        }
+        // A webhook removed from the config stops being followed (and
+        // would otherwise show an ever-growing lag in the metrics).
+        for c in store.cursors().await? {
+            let configured = c
+                .name
+                .strip_prefix("webhook:")
+                .is_none_or(|hook| settings.webhooks.iter().any(|w| w.name == hook));
+            if !configured {
+                store.drop_cursor(&c.name).await?;
+            }
         }
         Ok(Notifier {
             settings,
@@ -253,7 +268,7 @@ async fn send(b: &Broker, d: &Delivery) -> Result<(), (bool, String)> {
         };
         let mail: Mail = serde_json::from_str(&d.doc)
             .map_err(|e| (true, format!("stored message unreadable: {e}")))?;
-        let email = with_links(b, &mail, Utc::now());
+        let email = with_links(b, &mail, Utc::now()).await;
         return mailer
             .send(&email)
             .await
@@ -290,18 +305,36 @@ async fn send(b: &Broker, d: &Delivery) -> Result<(), (bool, String)> {
     Err((true, format!("unknown channel \"{}\"", d.channel)))
 }
 
-/// The message with fresh approval links in place of the mark (or the
-/// mark removed when the request no longer waits).
-fn with_links(b: &Broker, mail: &Mail, now: Timestamp) -> Email {
+/// The message with fresh approval links in place of the mark, while the
+/// request still waits for a decision; a message delayed past the
+/// decision says so instead of offering links.
+async fn with_links(b: &Broker, mail: &Mail, now: Timestamp) -> Email {
     let mut email = mail.email.clone();
-    let (text, html) = match mail.approve_as.as_deref().and_then(|who| {
-        b.notifier
-            .sign_links(&b.public_url, &mail.request, who, now)
-    }) {
+    let Some(who) = mail.approve_as.as_deref() else {
+        return email;
+    };
+    let waiting = match elevate_core::values::RequestId::parse(&mail.request) {
+        Ok(id) => matches!(
+            b.store.get_request(&id).await,
+            Ok(Some(s)) if matches!(s.request.state, elevate_core::request::State::Pending { .. })
+        ),
+        Err(_) => false,
+    };
+    let links = waiting
+        .then(|| {
+            b.notifier
+                .sign_links(&b.public_url, &mail.request, who, now)
+        })
+        .flatten();
+    let (text, html) = match links {
         Some((approve, reject, expires)) => {
             render::links_section(&approve, &reject, &expires.to_rfc3339())
         }
-        None => (String::new(), String::new()),
+        None => {
+            let note =
+                "This request no longer waits for a decision: open it to see where it stands.";
+            (note.to_owned(), format!("<p><strong>{note}</strong></p>"))
+        }
     };
     email.text = email.text.replace(render::LINKS_MARK, &text);
     email.html = email.html.replace(render::LINKS_MARK, &html);
@@ -315,6 +348,9 @@ pub async fn webhooks_once(b: &Arc<Broker>, now: Timestamp) -> Result<usize, Api
     let mut accepted = 0;
     for hook in &b.notifier.settings.webhooks {
         let name = cursor_name(&hook.name);
+        // The lease runs from the claim: an earlier hook may have taken
+        // a while.
+        let now = now.max(Utc::now());
         let Some(cursor) = b.store.claim_cursor(&name, now, b.job_lease).await? else {
             continue;
         };
@@ -330,12 +366,15 @@ pub async fn webhooks_once(b: &Arc<Broker>, now: Timestamp) -> Result<usize, Api
         let mut last_ok = None;
         let mut failure = None;
         for rec in &events {
-            // Stop well inside the lease: past it, another replica may
-            // start on the same events.
-            if started.elapsed() > b.job_lease / 2 {
+            // Stay well inside the lease, a slow receiver included: past
+            // it, another replica may start on the same events.
+            let Some(left) = (b.job_lease / 2).checked_sub(started.elapsed()) else {
                 break;
-            }
-            match webhook::post(&b.notifier.http, hook, rec).await {
+            };
+            let posted = tokio::time::timeout(left, webhook::post(&b.notifier.http, hook, rec))
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".to_owned()));
+            match posted {
                 Ok(()) => {
                     last_ok = Some(rec.seq);
                     b.metrics.notification("webhook", "sent");

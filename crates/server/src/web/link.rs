@@ -4,9 +4,13 @@
 //!   only shows what the link would do, with a confirmation form. Mail
 //!   scanners and link previews that fetch it change nothing.
 //! - `POST` from the signed-in approver named in the link, with the
-//!   session's CSRF token, spends the link and records the decision
-//!   exactly as the approvals page would (quorum, self-approval, step-up
-//!   and scope checks all apply).
+//!   session's CSRF token, records the decision exactly as the approvals
+//!   page would (quorum, self-approval, step-up and scope checks all
+//!   apply) and spends the link in the same transaction.
+//!
+//! The sign-in redirect carries the link's path as where to come back
+//! to, so a token can sit in a sign-in in progress for its few minutes;
+//! it is useless without the session of the approver it names.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,7 +22,10 @@ use elevate_core::request::State as RState;
 use elevate_core::values::{Comment, RequestId};
 use maud::html;
 
-use super::{check_post, csrf_field, error_page, message_page, page, redirect, Form, Nav, Viewer};
+use super::{
+    check_post, csrf_field, error_page, message_page, page, redirect, step_up_page, Form, Nav,
+    Viewer,
+};
 use crate::api::AppState;
 use crate::error::ApiError;
 use crate::notify::link::{self, Claims, Decision, LinkError};
@@ -153,22 +160,21 @@ async fn decide(
         Ok(c) => c,
         Err(e) => return error_page(Some(&v), &ApiError::from(e)),
     };
-    // Spent before acting: of two concurrent confirmations one acts.
-    match b
-        .store
-        .spend_link(&claims.n, Utc::now(), claims.expires_at())
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return refused(&v, &LinkError::Used),
-        Err(e) => return error_page(Some(&v), &ApiError::from(e)),
-    }
+    // Spent in the decision's own transaction: of two confirmations one
+    // acts, and a decision refused (a step-up needed, already decided)
+    // leaves the link usable.
+    let spend = Some((claims.n.as_str(), claims.expires_at()));
     let done = match claims.d {
-        Decision::Approve => b.approve(&v.p, &id, comment).await,
-        Decision::Reject => b.reject(&v.p, &id, comment).await,
+        Decision::Approve => b.approve_spending(&v.p, &id, comment, spend).await,
+        Decision::Reject => b.reject_spending(&v.p, &id, comment, spend).await,
     };
     match done {
         Ok(_) => redirect(&format!("/requests/{id}?decided=1")),
+        Err(e) if e.code() == "link_used" => refused(&v, &LinkError::Used),
+        // Back to this page after a fresh sign-in; the link still works.
+        Err(e) if e.code() == "step_up_required" => {
+            step_up_page(&v, &e.message(), &format!("/links/{token}"))
+        }
         Err(e) => error_page(Some(&v), &e),
     }
 }

@@ -51,13 +51,19 @@ fn to_of(m: &ReceivedMail) -> String {
     m.to.join(",")
 }
 
-/// Mails whose subject contains `marker`, by recipient.
-fn by_recipient<'a>(mails: &'a [ReceivedMail], marker: &str) -> BTreeMap<String, &'a ReceivedMail> {
-    mails
-        .iter()
-        .filter(|m| m.subject.contains(marker))
-        .map(|m| (to_of(m), m))
-        .collect()
+/// Mails whose subject contains `marker`, by recipient; a recipient who
+/// got two of them is an error (a message sent twice).
+fn by_recipient<'a>(
+    mails: &'a [ReceivedMail],
+    marker: &str,
+) -> Result<BTreeMap<String, &'a ReceivedMail>> {
+    let mut out = BTreeMap::new();
+    for m in mails.iter().filter(|m| m.subject.contains(marker)) {
+        if out.insert(to_of(m), m).is_some() {
+            bail!("{} got \"{marker}\" twice", to_of(m));
+        }
+    }
+    Ok(out)
 }
 
 fn link_in(text: &str, label: &str) -> Result<String> {
@@ -94,7 +100,7 @@ async fn creating_and_approving_mail_approvers_and_requester_through_a_real_smtp
         "{:?}",
         mails.iter().map(to_of).collect::<Vec<_>>()
     );
-    let created = by_recipient(&mails, "orders_writer");
+    let created = by_recipient(&mails, "orders_writer")?;
     let to: Vec<&str> = created.keys().map(String::as_str).collect();
     assert_eq!(
         to,
@@ -135,7 +141,7 @@ async fn creating_and_approving_mail_approvers_and_requester_through_a_real_smtp
     app.approve("bob", &id).await?;
     let mails = smtp.wait_for_messages(5, WAIT).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let approved = by_recipient(&mails, "was approved by bob");
+    let approved = by_recipient(&mails, "was approved by bob")?;
     let to: Vec<&str> = approved.keys().map(String::as_str).collect();
     assert_eq!(to, ["alice@example.com", "carol@example.com"]);
     for m in approved.values() {
@@ -145,8 +151,19 @@ async fn creating_and_approving_mail_approvers_and_requester_through_a_real_smtp
     // And once active, the requester hears that too (default route).
     app.wait_state(&id, "active", WAIT).await?;
     let mails = smtp.wait_for_messages(6, WAIT).await?;
-    let active = by_recipient(&mails, "alice now holds orders_writer");
+    let active = by_recipient(&mails, "alice now holds orders_writer")?;
     assert_eq!(active.keys().collect::<Vec<_>>(), ["alice@example.com"]);
+    // Nothing else, and nothing twice: 3 + 2 + 1.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let all = smtp.messages()?;
+    assert_eq!(
+        all.len(),
+        6,
+        "{:?}",
+        all.iter()
+            .map(|m| (&m.subject, to_of(m)))
+            .collect::<Vec<_>>()
+    );
     Ok(())
 }
 
@@ -159,8 +176,21 @@ async fn break_glass_is_mailed_to_every_admin_and_approver() -> Result<()> {
     req["break_glass"] = json!(true);
     req["reason"] = json!("database down, pager 12345");
     app.request("alice", req).await?;
-    let mails = smtp.wait_for_messages(4, WAIT).await?;
-    let loud = by_recipient(&mails, "BREAK-GLASS");
+    // Four loud messages and, the grant being active at once, alice's
+    // "you now hold" (in whatever order they are sent).
+    smtp.wait_for_messages(5, WAIT).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mails = smtp.messages()?;
+    assert_eq!(
+        mails.len(),
+        5,
+        "{:?}",
+        mails
+            .iter()
+            .map(|m| (&m.subject, to_of(m)))
+            .collect::<Vec<_>>()
+    );
+    let loud = by_recipient(&mails, "BREAK-GLASS")?;
     let to: Vec<&str> = loud.keys().map(String::as_str).collect();
     assert_eq!(
         to,
@@ -230,13 +260,18 @@ async fn a_mail_server_outage_delays_mail_and_never_a_request() -> Result<()> {
     let mails = smtp.wait_for_messages(6, Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mails_after = smtp.messages()?;
-    assert_eq!(
-        mails_after.len(),
-        mails.len(),
-        "no duplicates after the outage"
-    );
-    assert_eq!(by_recipient(&mails_after, "asks for").len(), 3);
-    assert_eq!(by_recipient(&mails_after, "was approved by bob").len(), 2);
+    // created ×3, approved ×2, active ×1: each once, none lost.
+    assert_eq!(mails.len(), 6);
+    assert_eq!(mails_after.len(), 6, "no duplicates after the outage");
+    let asked = by_recipient(&mails_after, "asks for")?;
+    assert_eq!(asked.len(), 3);
+    // Delayed past the decision, the approvers' mails offer no links.
+    for who in ["bob@example.com", "carol@example.com"] {
+        let text = &asked[who].text;
+        assert!(text.contains("no longer waits for a decision"), "{text}");
+        assert!(!text.contains("/links/"), "{text}");
+    }
+    assert_eq!(by_recipient(&mails_after, "was approved by bob")?.len(), 2);
     eventually("the queue drains", WAIT, || async {
         Ok(metric(
             &app,
@@ -269,7 +304,7 @@ async fn an_approval_link_acts_only_after_sign_in_and_confirmation_and_only_once
         .request("alice", body("demo", "orders", "orders_writer", "30m"))
         .await?;
     let mails = smtp.wait_for_messages(3, WAIT).await?;
-    let bob_mail = by_recipient(&mails, "asks for")["bob@example.com"].clone();
+    let bob_mail = by_recipient(&mails, "asks for")?["bob@example.com"].clone();
     let approve = link_in(&bob_mail.text, "Approve:")?;
     let reject = link_in(&bob_mail.text, "Reject:")?;
     let path = approve.trim_start_matches(&app.url).to_owned();
@@ -404,6 +439,8 @@ const SECRET: &str = "siem-secret-0123456789abcdef";
 struct Received {
     /// (seq, verified, body) of every POST answered 200, in arrival order.
     accepted: Vec<(i64, bool, Vec<u8>)>,
+    /// The `Elevate-Signature` header of each accepted POST, in order.
+    signatures: Vec<String>,
     /// POSTs refused while "down".
     refused: usize,
     down: bool,
@@ -465,6 +502,12 @@ async fn receiver(port: u16, state: Arc<Mutex<Received>>) -> Result<tokio::task:
                     .and_then(|v| v["seq"].as_i64())
                     .unwrap_or(-1);
                 s.accepted.push((seq, ok, body.to_vec()));
+                let sig = headers
+                    .get("elevate-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                s.signatures.push(sig);
                 StatusCode::OK
             }
         }),
@@ -580,26 +623,21 @@ timeout = "5s"
         }
         prev = v["hash"].as_str().map(str::to_owned);
     }
-    // A tampered body fails the same check.
-    let (_, _, raw) = &s.accepted[0];
+    // The signature elevate sent with an event no longer verifies once a
+    // byte of its body is changed.
+    let last = s.accepted.len() - 1;
+    let (_, _, raw) = &s.accepted[last];
     let mut headers = HeaderMap::new();
-    let good = good_signature(raw);
-    headers.insert("elevate-signature", good.parse()?);
+    headers.insert("elevate-signature", s.signatures[last].parse()?);
     assert!(consumer_verifies(&headers, raw));
     let mut tampered = raw.clone();
     let at = tampered
         .windows(6)
         .position(|w| w == b"\"seq\":")
         .context("no seq in body")?;
-    tampered[at + 6] = b'9';
+    tampered[at + 6] = if tampered[at + 6] == b'9' { b'8' } else { b'9' };
     assert!(!consumer_verifies(&headers, &tampered));
     Ok(())
-}
-
-/// A fresh signature of `body` (what elevate would send now), to show a
-/// consumer's check fails once the body is altered.
-fn good_signature(body: &[u8]) -> String {
-    elevate::notify::webhook::signature(SECRET.as_bytes(), chrono::Utc::now().timestamp(), body)
 }
 
 // ---- chat ---------------------------------------------------------------------
@@ -683,7 +721,16 @@ targets = ["demo"]
         "application/vnd.microsoft.card.adaptive"
     );
     assert_eq!(card["content"]["type"], "AdaptiveCard");
-    assert!(card.to_string().contains(REASON));
+    // The reason as typed, its Markdown characters escaped so that the
+    // card shows them rather than reading them as a link.
+    let reason = card["content"]["body"][1]["facts"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["title"] == "Reason"))
+        .context("no Reason fact")?;
+    assert_eq!(
+        reason["value"],
+        REASON.replace('(', "\\(").replace(')', "\\)")
+    );
     Ok(())
 }
 
@@ -727,6 +774,7 @@ fn bad_notification_settings_are_refused_with_a_clear_message() -> Result<()> {
             "is not an address",
         ),
         ("[notifications]\nlink_ttl = \"30d\"\n", "between 1m and 7d"),
+        ("[notifications]\nending_soon = \"soon\"\n", "ending_soon"),
     ];
     for (extra, expected) in cases {
         let problems = elevate::config::Config::parse(&format!("{base}\n{extra}"), None)
@@ -738,6 +786,71 @@ fn bad_notification_settings_are_refused_with_a_clear_message() -> Result<()> {
             "{extra}: expected {expected:?} in {text:?}"
         );
     }
+    // The "ending soon" notice: 10 minutes unless set, "off" for none.
+    let parsed = |extra: &str| {
+        elevate::config::Config::parse(&format!("{base}\n{extra}"), None)
+            .map_err(|p| anyhow::anyhow!("{p:?}"))
+    };
+    assert_eq!(
+        parsed("")?.notifications.ending_soon.map(|s| s.secs()),
+        Some(600)
+    );
+    for off in ["off", "0s"] {
+        let c = parsed(&format!("[notifications]\nending_soon = \"{off}\"\n"))?;
+        assert_eq!(c.notifications.ending_soon, None, "{off}");
+    }
+    assert_eq!(
+        parsed("[notifications]\nending_soon = \"30m\"\n")?
+            .notifications
+            .ending_soon
+            .map(|s| s.secs()),
+        Some(1800)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_link_whose_decision_fails_is_not_spent() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let smtp = SmtpServer::start(&dir.path().join("smtp"))?;
+    let app = start_with(dir.path(), &email_toml(smtp.port())).await?;
+    // billing needs two approvals; bob gives his through the API first.
+    let id = app
+        .request("alice", body("demo", "billing", "orders_reader", "30m"))
+        .await?;
+    let mails = smtp.wait_for_messages(3, WAIT).await?;
+    let approve = link_in(
+        &by_recipient(&mails, "asks for")?["bob@example.com"].text,
+        "Approve:",
+    )?;
+    let path = approve.trim_start_matches(&app.url).to_owned();
+    app.approve("bob", &id).await?;
+    let bob = signed_in(&app, "bob").await?;
+    let (status, html) = page(&app, &bob, &path).await?;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let csrf = csrf_of(&html)?;
+    let (status, _, html) = post_form(
+        &app,
+        &bob,
+        &path,
+        &[("csrf", &csrf), ("confirm", "approve")],
+    )
+    .await?;
+    // Refused (bob cannot approve twice), and the link was not spent by
+    // the refused decision: the spend is rolled back with it.
+    assert!(
+        status.is_client_error() && status != StatusCode::GONE,
+        "{status} {html}"
+    );
+    let mut store = connect_store(&app.db_url).await?;
+    let spent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spent_links")
+        .fetch_one(&mut store)
+        .await?;
+    assert_eq!(spent, 0);
+    assert_eq!(
+        app.show(&id).await?["approvals"].as_array().map(Vec::len),
+        Some(1)
+    );
     Ok(())
 }
 
@@ -774,7 +887,7 @@ async fn reminders_go_to_the_approvers_and_escalations_to_the_fallback_with_work
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.log_text()))?;
     let mails = smtp.wait_for_messages(5, WAIT).await?;
-    let reminded = by_recipient(&mails, "Reminder:");
+    let reminded = by_recipient(&mails, "Reminder:")?;
     assert_eq!(
         reminded.keys().map(String::as_str).collect::<Vec<_>>(),
         ["bob@example.com", "carol@example.com"]
@@ -788,7 +901,7 @@ async fn reminders_go_to_the_approvers_and_escalations_to_the_fallback_with_work
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.log_text()))?;
     let mails = smtp.wait_for_messages(6, WAIT).await?;
-    let escalated = by_recipient(&mails, "Escalated:");
+    let escalated = by_recipient(&mails, "Escalated:")?;
     assert_eq!(
         escalated.keys().map(String::as_str).collect::<Vec<_>>(),
         ["eve@example.com"]

@@ -105,6 +105,7 @@ async fn main() -> Result<()> {
     // N requests from CLIENTS clients; when each was created.
     let created: Arc<Mutex<HashMap<String, SystemTime>>> = Arc::default();
     let started = Instant::now();
+    let started_wall = SystemTime::now();
     let mut clients = tokio::task::JoinSet::new();
     for c in 0..CLIENTS {
         let (http, url, created) = (http.clone(), url.clone(), created.clone());
@@ -164,11 +165,17 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let all_events = started.elapsed();
     let arrivals = arrivals
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
+    // From the first request to the last event's arrival.
+    let all_events = arrivals
+        .iter()
+        .map(|(t, _)| *t)
+        .max()
+        .and_then(|last| last.duration_since(started_wall).ok())
+        .unwrap_or_default();
     let mut hook_ms = Vec::new();
     for (i, (arrived, v)) in arrivals.iter().enumerate() {
         if v["seq"].as_i64() != Some(i as i64 + 1) {

@@ -206,7 +206,7 @@ impl Broker {
 
     fn after_commit(&self, changes: &[&Change]) {
         if !changes.is_empty() {
-            self.notifier.wake.notify_one();
+            self.notifier.events_written();
         }
         for c in changes {
             self.metrics.transition(c.event.action.as_str());
@@ -1205,7 +1205,7 @@ impl Broker {
         tx.commit().await?;
         self.after_commit(&changes.iter().collect::<Vec<_>>());
         if removal_failing {
-            self.notifier.wake.notify_one();
+            self.notifier.events_written();
         }
         Ok(next)
     }

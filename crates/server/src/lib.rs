@@ -251,7 +251,7 @@ pub async fn start(mut config: Config, listener: Option<TcpListener>) -> anyhow:
         let wake = || {
             woken.scheduler_wake.notify_one();
             woken.worker_wake.notify_one();
-            woken.notifier.wake.notify_one();
+            woken.notifier.events_written();
         };
         tokio::select! {
             _ = woken.store.watch_wakeups(wake) => {}
@@ -263,7 +263,8 @@ pub async fn start(mut config: Config, listener: Option<TcpListener>) -> anyhow:
     });
     tasks.spawn(broker.clone().run_scheduler(shutdown.clone()));
     tasks.spawn(broker.clone().run_worker(shutdown.clone()));
-    tasks.spawn(notify::run::run_readers(broker.clone(), shutdown.clone()));
+    tasks.spawn(notify::run::run_planner(broker.clone(), shutdown.clone()));
+    tasks.spawn(notify::run::run_webhooks(broker.clone(), shutdown.clone()));
     tasks.spawn(notify::run::run_sender(broker.clone(), shutdown.clone()));
     let app = api::router(broker.clone(), config.settings.max_body_bytes);
     let http_shutdown = shutdown.clone();

@@ -41,8 +41,10 @@ pub struct Notifier {
     http: reqwest::Client,
     /// The key approval links are signed with (shared by replicas).
     link_key: Vec<u8>,
-    /// Wakes the planner and the webhooks when events were written.
-    pub wake: Notify,
+    /// Wakes the planner when events were written.
+    plan_wake: Notify,
+    /// Wakes the webhooks when events were written.
+    hook_wake: Notify,
     /// Wakes the sender when deliveries were queued.
     send_wake: Notify,
 }
@@ -86,12 +88,19 @@ impl Notifier {
             mailer,
             http: webhook::client(),
             link_key,
-            wake: Notify::new(),
+            plan_wake: Notify::new(),
+            hook_wake: Notify::new(),
             send_wake: Notify::new(),
         })
     }
 
-    /// A notifier with nothing configured (tests of other parts).
+    /// New audit events were committed: the readers look at once.
+    pub fn events_written(&self) {
+        self.plan_wake.notify_one();
+        self.hook_wake.notify_one();
+    }
+
+    /// The key approval links are signed with.
     pub fn link_key(&self) -> &[u8] {
         &self.link_key
     }
@@ -416,20 +425,44 @@ pub async fn webhooks_once(b: &Arc<Broker>, now: Timestamp) -> Result<usize, Api
 
 // ---- loops --------------------------------------------------------------------
 
-/// Plans and posts webhooks whenever events were written; returns when
+/// Plans deliveries whenever events were written; returns when
 /// `shutdown` fires.
-pub async fn run_readers(b: Arc<Broker>, shutdown: crate::Shutdown) {
+pub async fn run_planner(b: Arc<Broker>, shutdown: crate::Shutdown) {
     loop {
-        let now = Utc::now();
-        if let Err(e) = plan_once(&b, now).await {
+        if let Err(e) = plan_once(&b, Utc::now()).await {
             tracing::error!(error = %e.log_text(), "notification planning step failed");
-        }
-        if let Err(e) = webhooks_once(&b, now).await {
-            tracing::error!(error = %e.log_text(), "webhook step failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(IDLE_RECHECK) => {}
-            _ = b.notifier.wake.notified() => {}
+            _ = b.notifier.plan_wake.notified() => {}
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Posts events to the signed webhooks whenever events were written, on
+/// its own so a slow receiver never delays mail; returns when `shutdown`
+/// fires.
+pub async fn run_webhooks(b: Arc<Broker>, shutdown: crate::Shutdown) {
+    if b.notifier.settings.webhooks.is_empty() {
+        shutdown.wait().await;
+        return;
+    }
+    loop {
+        let posted = match webhooks_once(&b, Utc::now()).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e.log_text(), "webhook step failed");
+                0
+            }
+        };
+        // A full batch accepted: more may be waiting.
+        if posted >= WEBHOOK_BATCH as usize {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(IDLE_RECHECK) => {}
+            _ = b.notifier.hook_wake.notified() => {}
             _ = shutdown.wait() => return,
         }
     }

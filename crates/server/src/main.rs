@@ -47,6 +47,16 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Send a test message through every channel in the config's
+    /// [notifications]: an e-mail to --to, a post to each chat channel, a
+    /// signed `elevate.test` event to each webhook. Exits non-zero if any
+    /// failed, with one line per channel.
+    NotifyTest {
+        file: PathBuf,
+        /// Where to send the test e-mail.
+        #[arg(long, value_name = "ADDRESS")]
+        to: Option<String>,
+    },
     /// API tokens for local users.
     Token {
         #[command(subcommand)]
@@ -324,6 +334,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file, offline } => check_config(&file, offline),
+        Command::NotifyTest { file, to } => notify_test(&file, to.as_deref()),
         Command::Token {
             command: TokenCommand::New,
         } => {
@@ -393,6 +404,49 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn notify_test(file: &std::path::Path, to: Option<&str>) -> ExitCode {
+    let config = match elevate::config::Config::load_file(file) {
+        Ok(c) => c,
+        Err(problems) => {
+            print_problems(&file.display().to_string(), &problems);
+            return ExitCode::FAILURE;
+        }
+    };
+    let n = &config.notifications;
+    if !n.any_channel() && n.webhooks.is_empty() {
+        eprintln!(
+            "error: {} configures no notification channel",
+            file.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let runtime = match one_thread_runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let public_url = config
+        .settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.settings.listen));
+    let outcomes = runtime.block_on(elevate::notify::run::send_test(n, to, &public_url));
+    let mut failed = false;
+    for (channel, outcome) in outcomes {
+        match outcome {
+            Ok(()) => println!("{channel}: sent"),
+            Err(why) => {
+                failed = true;
+                eprintln!("error: {channel}: {why}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -421,6 +421,31 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// The latest deliveries that failed at least once (still retried or
+    /// given up), newest first, for the admin page.
+    pub async fn troubled_deliveries(&self, limit: i64) -> Result<Vec<DeliveryRow>> {
+        let rows = sqlx::query(
+            "SELECT id, audit_seq, event, channel, recipient, state, attempts, last_error
+             FROM deliveries WHERE last_error IS NOT NULL ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryRow {
+                id: r.get(0),
+                audit_seq: r.get(1),
+                event: r.get(2),
+                channel: r.get(3),
+                recipient: r.get(4),
+                state: r.get(5),
+                attempts: r.get(6),
+                last_error: r.get(7),
+            })
+            .collect())
+    }
+
     /// (channel, state, count, attempts) over all deliveries, for metrics.
     pub async fn delivery_counts(&self) -> Result<Vec<(String, String, i64, i64)>> {
         let rows = sqlx::query(

@@ -78,6 +78,10 @@ pub struct Email {
     pub text: String,
     /// The text/html alternative.
     pub html: String,
+    /// Messages with the same thread (a request id) refer to one root
+    /// Message-ID, so mail programs show them as one conversation.
+    #[serde(default)]
+    pub thread: Option<String>,
 }
 
 /// Why a message was not sent.
@@ -205,12 +209,20 @@ impl Mailer {
         })?;
         let to = Mailbox::new(email.to_name.as_deref().map(one_line), address);
         let body = MultiPart::alternative_plain_html(email.text.clone(), email.html.clone());
-        Message::builder()
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(one_line(&email.subject))
             .message_id(Some(message_id(self.from.email.domain())))
-            .date_now()
+            .date_now();
+        if let Some(thread) = email
+            .thread
+            .as_deref()
+            .and_then(|t| thread_root(t, self.from.email.domain()))
+        {
+            builder = builder.in_reply_to(thread.clone()).references(thread);
+        }
+        builder
             .multipart(body)
             .map_err(|error| self.error(format!("building the message: {error}"), true))
     }
@@ -256,6 +268,17 @@ fn one_line(text: &str) -> String {
 }
 
 /// `<random@domain>`: 128 random bits make it unique without a hostname.
+/// The Message-ID every message of one thread refers to: made of the
+/// thread's name when that is safe in a header, otherwise none.
+fn thread_root(thread: &str, domain: &str) -> Option<String> {
+    let safe = !thread.is_empty()
+        && thread.len() <= 64
+        && thread
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    safe.then(|| format!("<{thread}@{domain}>"))
+}
+
 fn message_id(domain: &str) -> String {
     format!("<{:032x}@{domain}>", rand::random::<u128>())
 }
@@ -329,6 +352,7 @@ mod tests {
             html: "<p>障害対応のため本番データベースを確認します。</p>\n\
                    <p><a href=\"https://elevate.example.com/requests/42?token=a&amp;b=c\">承認する</a></p>\n"
                 .to_owned(),
+            thread: Some("r-42".to_owned()),
         }
     }
 

@@ -238,6 +238,7 @@ pub fn email(
             subject,
             text,
             html,
+            thread: Some(r.id.to_string()),
         },
         approve_as: links.then(|| to.name.to_string()),
         request: r.id.to_string(),

@@ -554,3 +554,91 @@ pub async fn render_metrics(store: &elevate_store::Store, out: &mut String) {
         }
     }
 }
+
+// ---- `elevate notify-test` ------------------------------------------------------
+
+/// Sends one test message through every configured channel, now, without
+/// the store: an e-mail to `to` (when given), a post to each chat channel
+/// and a signed `elevate.test` event (seq 0, never part of the audit
+/// chain) to each webhook. Returns each channel's outcome.
+pub async fn send_test(
+    settings: &Settings,
+    to: Option<&str>,
+    public_url: &str,
+) -> Vec<(String, Result<(), String>)> {
+    let mut out = Vec::new();
+    let headline = "elevate test message: this channel works";
+    match (&settings.email, to) {
+        (Some(smtp), Some(to)) => {
+            let sent = match Mailer::new(smtp) {
+                Ok(m) => m
+                    .send(&Email {
+                        to: to.to_owned(),
+                        to_name: None,
+                        subject: format!("[elevate] {headline}"),
+                        text: format!("{headline}.\n\nSent by `elevate notify-test` for {public_url}.\n"),
+                        html: format!(
+                            "<!DOCTYPE html><html><body><p>{}.</p><p>Sent by <code>elevate notify-test</code> for {}.</p></body></html>",
+                            crate::web_auth::escape_html(headline),
+                            crate::web_auth::escape_html(public_url)
+                        ),
+                        thread: None,
+                    })
+                    .await
+                    .map_err(|e| e.message),
+                Err(e) => Err(e),
+            };
+            out.push((format!("e-mail to {to}"), sent));
+        }
+        (Some(_), None) => out.push(("e-mail".into(), Err("not tried: give --to ADDRESS".into()))),
+        (None, _) => {}
+    }
+    let http = webhook::client();
+    for c in &settings.chats {
+        let payload = match c.format {
+            super::ChatFormat::Slack => serde_json::json!({ "text": headline }),
+            super::ChatFormat::Teams => serde_json::json!({
+                "type": "message",
+                "attachments": [{
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "contentUrl": null,
+                    "content": {
+                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                        "type": "AdaptiveCard",
+                        "version": "1.4",
+                        "body": [{"type": "TextBlock", "text": headline, "wrap": true}]
+                    }
+                }]
+            }),
+        };
+        let posted = match http
+            .post(&c.url)
+            .timeout(Duration::from_secs(15))
+            .json(&payload)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("the chat service answered {}", r.status())),
+            Err(e) => Err(webhook::describe(&e)),
+        };
+        out.push((format!("chat {}", c.name), posted));
+    }
+    for hook in &settings.webhooks {
+        let rec = elevate_store::audit::AuditRecord {
+            seq: 0,
+            at: Utc::now(),
+            actor: "system".into(),
+            action: "elevate.test".into(),
+            request: None,
+            details: serde_json::json!({ "message": headline, "public_url": public_url }),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        out.push((
+            format!("webhook {}", hook.name),
+            webhook::post(&http, hook, &rec).await,
+        ));
+    }
+    out
+}

@@ -136,6 +136,7 @@ async fn overview(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery)
             dt { "Approval policies" } dd { (c.approval_policies.len()) }
             dt { "Administrators" } dd { (subjects_or_none(&c.admins)) }
             dt { "Auditors" } dd { (subjects_or_none(&c.auditors)) }
+            dt { "Notifications" } dd { a href="/admin/notifications" { "Channels and deliveries" } }
         }
         h2 { "Limits" }
         dl.kv {

@@ -106,7 +106,7 @@ async fn show(State(b): State<AppState>, v: Viewer, Path(token): Path<String>) -
         html! {
             h1 { (title) }
             p { "Nothing has been decided yet. Check the request, then confirm." }
-            dl.facts {
+            dl.kv {
                 dt { "Requester" } dd { (r.requester.as_str()) }
                 dt { "Access" } dd { (r.role.as_str()) " on " (r.target.as_str()) "/" (r.resource.as_str()) }
                 dt { "Duration" } dd { (r.duration.to_string()) }

@@ -19,6 +19,7 @@ mod approvals;
 mod audit;
 mod insights;
 mod link;
+mod notifications;
 mod request;
 mod requests;
 
@@ -63,6 +64,7 @@ pub fn routes() -> Router<AppState> {
         .merge(insights::routes())
         .merge(admin::routes())
         .merge(link::routes())
+        .merge(notifications::routes())
 }
 
 // ---- who is looking -------------------------------------------------------

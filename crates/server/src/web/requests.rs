@@ -355,6 +355,16 @@ async fn detail(
         .extensions_of(&s.request.id)
         .await
         .unwrap_or_default();
+    // Who was told, and whether it reached them: addresses are personal,
+    // so admins and auditors only.
+    let deliveries = if v.sees_all() {
+        b.store
+            .deliveries(Some(s.request.id.as_str()))
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let r = &s.request;
     let requirement = b.requirement_of(r);
     let mine = r.requester == v.p.name;
@@ -512,6 +522,22 @@ async fn detail(
             }
         }
         @if v.sees_all() { p { a href={"/audit/requests/" (r.id)} { "Full audit timeline" } } }
+        @if !deliveries.is_empty() {
+            h2 { "Notifications" }
+            table {
+                thead { tr { th { "Event" } th { "Channel" } th { "To" } th { "State" } th { "Attempts" } th { "Last error" } } }
+                tbody { @for d in &deliveries {
+                    tr {
+                        td { (d.event) }
+                        td { (d.channel) }
+                        td { (d.recipient) }
+                        td { (d.state) }
+                        td { (d.attempts) }
+                        td { (d.last_error.as_deref().unwrap_or("")) }
+                    }
+                } }
+            }
+        }
         p { a href="/requests" { "← My requests" } " · " a href="/approvals" { "Approvals" } }
     };
     let title = format!("Request {}", r.id);

@@ -558,6 +558,45 @@ async fn an_active_grant_gets_one_ending_soon_notice_at_its_lead_time() -> Resul
         done.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>() == vec!["ending_soon"],
         "{done:?}"
     );
+
+    // Extended after its notice: a new notice before the new end, once.
+    let ext = ok(broker
+        .extend(&principal("alice")?, &id, "20m", "まだ作業中です", None)
+        .await)?;
+    ok(broker
+        .approve(&principal("bob")?, &ext.request.id, Default::default())
+        .await)?;
+    let longer = ok(broker.load(&id).await)?
+        .request
+        .state
+        .window()
+        .context("no window")?;
+    ensure!(longer.ends_at == window.ends_at + minutes(20));
+    ensure!(
+        ok(broker
+            .run_followups_once(longer.ends_at - minutes(11))
+            .await)?
+            == 0
+    );
+    ensure!(
+        ok(broker
+            .run_followups_once(longer.ends_at - minutes(10))
+            .await)?
+            == 1
+    );
+    ensure!(ok(broker.run_followups_once(longer.ends_at - minutes(9)).await)? == 0);
+    let notices = broker
+        .store
+        .audit_events(&elevate_store::AuditFilter {
+            request: Some(id.to_string()),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter(|e| e.action == "grant.ending_soon")
+        .collect::<Vec<_>>();
+    ensure!(notices.len() == 2, "{notices:?}");
+    ensure!(time_of(&notices[1].details["ends_at"])? == longer.ends_at);
     broker.store.close().await;
     Ok(())
 }

@@ -144,6 +144,11 @@ async fn creating_and_approving_mail_approvers_and_requester_through_a_real_smtp
     let approved = by_recipient(&mails, "was approved by bob")?;
     let to: Vec<&str> = approved.keys().map(String::as_str).collect();
     assert_eq!(to, ["alice@example.com", "carol@example.com"]);
+    // One conversation per request in mail programs.
+    let root = created["alice@example.com"].header("References");
+    assert!(root.is_some_and(|r| r.contains(id.as_str())), "{root:?}");
+    assert_eq!(approved["alice@example.com"].header("References"), root);
+    assert_eq!(approved["alice@example.com"].header("In-Reply-To"), root);
     for m in approved.values() {
         assert!(m.text.contains(REASON));
         assert!(!m.text.contains("/links/"), "no decision is asked any more");
@@ -241,6 +246,31 @@ async fn a_mail_server_outage_delays_mail_and_never_a_request() -> Result<()> {
     })
     .await?;
     assert_eq!(smtp.messages()?.len(), 0);
+    // Admins and auditors see what is failing and why; others do not.
+    let dave = signed_in(&app, "dave").await?;
+    let (status, html) = page(&app, &dave, "/admin/notifications").await?;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Failing or given up"), "{html}");
+    assert!(html.contains("bob@example.com"), "{html}");
+    assert!(
+        html.contains("cannot connect") || html.contains("onnect"),
+        "{html}"
+    );
+    let (status, html) = page(&app, &dave, &format!("/requests/{id}")).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("<h2>Notifications</h2>") && html.contains("carol@example.com"),
+        "{html}"
+    );
+    let eve = signed_in(&app, "eve").await?;
+    let (status, _) = page(&app, &eve, "/admin/notifications").await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let alice = signed_in(&app, "alice").await?;
+    let (_, html) = page(&app, &alice, &format!("/requests/{id}")).await?;
+    assert!(
+        !html.contains("carol@example.com"),
+        "the requester does not see addresses"
+    );
     eventually(
         "created ×3, approved ×2, active ×1 wait in the queue",
         WAIT,
@@ -971,5 +1001,76 @@ async fn replicas_sharing_a_store_send_each_message_once() -> Result<()> {
             .collect();
         assert_eq!(per.len(), 3, "{id}");
     }
+    Ok(())
+}
+
+// ---- `elevate notify-test` -----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_sends_through_every_channel_and_says_which_failed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut smtp = SmtpServer::start(&dir.path().join("smtp"))?;
+    let port = elevate_testkit::free_port()?;
+    let state = Arc::new(Mutex::new(Received::default()));
+    let _server = receiver(port, state.clone()).await?;
+    let config = format!(
+        "{}\n{}\n[[notifications.webhooks]]\nname = \"siem\"\nurl = \"http://127.0.0.1:{port}/events\"\nsecret = \"{SECRET}\"\n",
+        dry_run_config(&dir.path().join("e.db"), &Setup::default())?,
+        email_toml(smtp.port())
+    );
+    let file = dir.path().join("elevate.toml");
+    std::fs::write(&file, config)?;
+    let file = file.to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::common::binary())
+            .args(args)
+            .output()
+    };
+
+    let out = run(&["notify-test", &file, "--to", "ops@example.com"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("e-mail to ops@example.com: sent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("webhook siem: sent"), "{stdout}");
+    let mails = smtp.wait_for_messages(1, WAIT).await?;
+    assert_eq!(mails[0].to, ["ops@example.com"]);
+    assert!(mails[0].subject.contains("test message"));
+    {
+        let s = state.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        assert_eq!(s.accepted.len(), 1);
+        let (seq, verified, body) = &s.accepted[0];
+        assert_eq!(*seq, 0, "a test event is outside the chain");
+        assert!(*verified, "signed like every event");
+        assert!(String::from_utf8_lossy(body).contains("elevate.test"));
+    }
+
+    // The mail server down: a non-zero exit and one line saying which.
+    smtp.stop();
+    let out = run(&["notify-test", &file, "--to", "ops@example.com"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("error: e-mail to ops@example.com:"),
+        "{stderr}"
+    );
+
+    // No channel at all is an error too.
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(
+        &bare,
+        dry_run_config(&dir.path().join("e2.db"), &Setup::default())?,
+    )?;
+    let out = run(&["notify-test", &bare.to_string_lossy()])?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configures no notification channel"));
     Ok(())
 }

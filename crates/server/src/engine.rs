@@ -333,6 +333,33 @@ impl Broker {
         self.load(&change.request.id).await
     }
 
+    /// The eligibility that lets `who` extend `pr` by `duration`, with
+    /// its ticket rules met by `ticket` (the system is asked separately).
+    fn extension_eligibility(
+        &self,
+        who: &Principal,
+        pr: &Request,
+        duration: Span,
+        ticket: Option<&Ticket>,
+        now: Timestamp,
+    ) -> Result<&Eligibility, ApiError> {
+        let permit = self.catalog.permit(
+            who,
+            Ask {
+                target: &pr.target,
+                resource: &pr.resource,
+                role: &pr.role,
+                duration,
+                has_ticket: ticket.is_some(),
+                break_glass: false,
+                check_step_up: true,
+            },
+            now,
+        )?;
+        permit.eligibility.check_ticket(ticket)?;
+        Ok(permit.eligibility)
+    }
+
     /// Asks the eligibility's ticket system, if it names one, whether
     /// `ticket` is open. `Ok(None)`: no system to ask. Any doubt refuses.
     async fn confirm_ticket(
@@ -629,22 +656,9 @@ impl Broker {
             }
             let pr = &parent.request;
             pr.check_extendable(who)?;
-            let permit = self.catalog.permit(
-                who,
-                Ask {
-                    target: &pr.target,
-                    resource: &pr.resource,
-                    role: &pr.role,
-                    duration,
-                    has_ticket: ticket.is_some(),
-                    break_glass: false,
-                    check_step_up: true,
-                },
-                now,
-            )?;
-            permit.eligibility.check_ticket(ticket.as_ref())?;
-            self.confirm_ticket(permit.eligibility, ticket.as_ref())
-                .await?
+            let eligibility =
+                self.extension_eligibility(who, pr, duration, ticket.as_ref(), now)?;
+            self.confirm_ticket(eligibility, ticket.as_ref()).await?
         };
         let mut tx = self.store.begin().await?;
         let parent = self.load_visible(&mut tx, who, id).await?;
@@ -653,21 +667,7 @@ impl Broker {
             return Err(DomainError::ExtensionPending(p.request.id.to_string()).into());
         }
         let pr = &parent.request;
-        let permit = self.catalog.permit(
-            who,
-            Ask {
-                target: &pr.target,
-                resource: &pr.resource,
-                role: &pr.role,
-                duration,
-                has_ticket: ticket.is_some(),
-                break_glass: false,
-                check_step_up: true,
-            },
-            now,
-        )?;
-        let eligibility = permit.eligibility;
-        eligibility.check_ticket(ticket.as_ref())?;
+        let eligibility = self.extension_eligibility(who, pr, duration, ticket.as_ref(), now)?;
         if let Some(w) = pr.state.window() {
             if w.ends_at + duration.as_chrono() > eligibility.not_after {
                 return Err(DomainError::invalid(

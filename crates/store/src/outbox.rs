@@ -107,6 +107,21 @@ pub enum DeliveryOutcome {
     },
 }
 
+/// A row of `SELECT id, audit_seq, event, channel, recipient, state,
+/// attempts, last_error`.
+fn delivery_row(r: &sqlx::any::AnyRow) -> DeliveryRow {
+    DeliveryRow {
+        id: r.get(0),
+        audit_seq: r.get(1),
+        event: r.get(2),
+        channel: r.get(3),
+        recipient: r.get(4),
+        state: r.get(5),
+        attempts: r.get(6),
+        last_error: r.get(7),
+    }
+}
+
 fn lease_until(now: Timestamp, lease: Duration) -> i64 {
     to_millis(now) + lease.as_millis() as i64
 }
@@ -393,19 +408,7 @@ impl Store {
                     .await?
             }
         };
-        Ok(rows
-            .iter()
-            .map(|r| DeliveryRow {
-                id: r.get(0),
-                audit_seq: r.get(1),
-                event: r.get(2),
-                channel: r.get(3),
-                recipient: r.get(4),
-                state: r.get(5),
-                attempts: r.get(6),
-                last_error: r.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(delivery_row).collect())
     }
 
     /// Forgets sent and given-up deliveries finished before `before`:
@@ -431,19 +434,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| DeliveryRow {
-                id: r.get(0),
-                audit_seq: r.get(1),
-                event: r.get(2),
-                channel: r.get(3),
-                recipient: r.get(4),
-                state: r.get(5),
-                attempts: r.get(6),
-                last_error: r.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(delivery_row).collect())
     }
 
     /// (channel, state, count, attempts) over all deliveries, for metrics.

@@ -299,27 +299,36 @@ pub fn chat(b: &Broker, rec: &AuditRecord, key: &str, r: &Request, format: ChatF
                 .iter()
                 .map(|(k, v)| json!({"title": k, "value": markdown_escape(v)}))
                 .collect();
-            json!({
-                "type": "message",
-                "attachments": [{
-                    "contentType": "application/vnd.microsoft.card.adaptive",
-                    "contentUrl": null,
-                    "content": {
-                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                        "type": "AdaptiveCard",
-                        "version": "1.4",
-                        "body": [
-                            {"type": "TextBlock", "text": markdown_escape(&headline), "weight": "Bolder", "wrap": true},
-                            {"type": "FactSet", "facts": facts}
-                        ],
-                        "actions": [
-                            {"type": "Action.OpenUrl", "title": "Open in elevate", "url": url}
-                        ]
-                    }
-                }]
-            })
+            teams_message(
+                json!([
+                    {"type": "TextBlock", "text": markdown_escape(&headline), "weight": "Bolder", "wrap": true},
+                    {"type": "FactSet", "facts": facts}
+                ]),
+                json!([
+                    {"type": "Action.OpenUrl", "title": "Open in elevate", "url": url}
+                ]),
+            )
         }
     }
+}
+
+/// A Teams incoming-webhook message: one Adaptive Card with `body` and
+/// `actions`.
+pub fn teams_message(body: Value, actions: Value) -> Value {
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": body,
+                "actions": actions
+            }
+        }]
+    })
 }
 
 /// Slack's mrkdwn treats only `&`, `<` and `>` specially (`<url|text>` is

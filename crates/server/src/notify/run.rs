@@ -597,19 +597,10 @@ pub async fn send_test(
     for c in &settings.chats {
         let payload = match c.format {
             super::ChatFormat::Slack => serde_json::json!({ "text": headline }),
-            super::ChatFormat::Teams => serde_json::json!({
-                "type": "message",
-                "attachments": [{
-                    "contentType": "application/vnd.microsoft.card.adaptive",
-                    "contentUrl": null,
-                    "content": {
-                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                        "type": "AdaptiveCard",
-                        "version": "1.4",
-                        "body": [{"type": "TextBlock", "text": headline, "wrap": true}]
-                    }
-                }]
-            }),
+            super::ChatFormat::Teams => render::teams_message(
+                serde_json::json!([{"type": "TextBlock", "text": headline, "wrap": true}]),
+                serde_json::json!([]),
+            ),
         };
         let posted = match http
             .post(&c.url)

@@ -70,6 +70,23 @@ fn ok<T>(r: std::result::Result<T, elevate::error::ApiError>) -> Result<T> {
     r.map_err(|e| anyhow::anyhow!("{}: {}", e.code(), e.log_text()))
 }
 
+/// The `grant.ending_soon` events of `id`, in chain order.
+async fn ending_soon_notices(
+    broker: &elevate::engine::Broker,
+    id: &elevate_core::values::RequestId,
+) -> Result<Vec<elevate_store::audit::AuditRecord>> {
+    Ok(broker
+        .store
+        .audit_events(&elevate_store::AuditFilter {
+            request: Some(id.to_string()),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter(|e| e.action == "grant.ending_soon")
+        .collect())
+}
+
 fn minutes(m: i64) -> chrono::Duration {
     chrono::Duration::minutes(m)
 }
@@ -537,16 +554,7 @@ async fn an_active_grant_gets_one_ending_soon_notice_at_its_lead_time() -> Resul
             == 1
     );
     ensure!(ok(broker.run_followups_once(window.ends_at - minutes(5)).await)? == 0);
-    let notices = broker
-        .store
-        .audit_events(&elevate_store::AuditFilter {
-            request: Some(id.to_string()),
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .filter(|e| e.action == "grant.ending_soon")
-        .collect::<Vec<_>>();
+    let notices = ending_soon_notices(&broker, &id).await?;
     ensure!(notices.len() == 1, "{notices:?}");
     ensure!(
         time_of(&notices[0].details["ends_at"])? == window.ends_at,
@@ -585,16 +593,7 @@ async fn an_active_grant_gets_one_ending_soon_notice_at_its_lead_time() -> Resul
             == 1
     );
     ensure!(ok(broker.run_followups_once(longer.ends_at - minutes(9)).await)? == 0);
-    let notices = broker
-        .store
-        .audit_events(&elevate_store::AuditFilter {
-            request: Some(id.to_string()),
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .filter(|e| e.action == "grant.ending_soon")
-        .collect::<Vec<_>>();
+    let notices = ending_soon_notices(&broker, &id).await?;
     ensure!(notices.len() == 2, "{notices:?}");
     ensure!(time_of(&notices[1].details["ends_at"])? == longer.ends_at);
     broker.store.close().await;

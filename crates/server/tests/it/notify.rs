@@ -47,6 +47,13 @@ async fn start_with(dir: &Path, extra: &str) -> Result<TestApp> {
     TestApp::start(&config).await
 }
 
+/// A real SMTP server and elevate mailing through it.
+async fn with_mail(dir: &Path) -> Result<(SmtpServer, TestApp)> {
+    let smtp = SmtpServer::start(&dir.join("smtp"))?;
+    let app = start_with(dir, &email_toml(smtp.port())).await?;
+    Ok((smtp, app))
+}
+
 fn to_of(m: &ReceivedMail) -> String {
     m.to.join(",")
 }
@@ -82,8 +89,7 @@ fn link_in(text: &str, label: &str) -> Result<String> {
 async fn creating_and_approving_mail_approvers_and_requester_through_a_real_smtp_server(
 ) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let smtp = SmtpServer::start(&dir.path().join("smtp"))?;
-    let app = start_with(dir.path(), &email_toml(smtp.port())).await?;
+    let (smtp, app) = with_mail(dir.path()).await?;
 
     let mut req = body("demo", "orders", "orders_writer", "30m");
     req["reason"] = json!(REASON);
@@ -175,8 +181,7 @@ async fn creating_and_approving_mail_approvers_and_requester_through_a_real_smtp
 #[tokio::test]
 async fn break_glass_is_mailed_to_every_admin_and_approver() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let smtp = SmtpServer::start(&dir.path().join("smtp"))?;
-    let app = start_with(dir.path(), &email_toml(smtp.port())).await?;
+    let (smtp, app) = with_mail(dir.path()).await?;
     let mut req = body("demo", "orders", "orders_writer", "10m");
     req["break_glass"] = json!(true);
     req["reason"] = json!("database down, pager 12345");
@@ -234,6 +239,17 @@ async fn a_mail_server_outage_delays_mail_and_never_a_request() -> Result<()> {
     let id = app
         .request("alice", body("demo", "orders", "orders_writer", "30m"))
         .await?;
+    // The approvers' mails are written (asking for a decision) before
+    // bob decides; they wait for the mail server.
+    eventually("the request's mails are queued", WAIT, || async {
+        Ok(metric(
+            &app,
+            "elevate_notifications{channel=\"email\",state=\"queued\"}",
+        )
+        .await?
+            >= 3.0)
+    })
+    .await?;
     app.approve("bob", &id).await?;
     app.wait_state(&id, "active", WAIT).await?;
     eventually("failed sends are counted as retries", WAIT, || async {
@@ -295,9 +311,11 @@ async fn a_mail_server_outage_delays_mail_and_never_a_request() -> Result<()> {
     assert_eq!(mails_after.len(), 6, "no duplicates after the outage");
     let asked = by_recipient(&mails_after, "asks for")?;
     assert_eq!(asked.len(), 3);
-    // Delayed past the decision, the approvers' mails offer no links.
+    // Written while the request waited, delivered after the decision:
+    // the approvers' mails say so instead of offering links.
     for who in ["bob@example.com", "carol@example.com"] {
         let text = &asked[who].text;
+        assert!(text.contains("Your decision is needed"), "{text}");
         assert!(text.contains("no longer waits for a decision"), "{text}");
         assert!(!text.contains("/links/"), "{text}");
     }
@@ -328,8 +346,7 @@ async fn a_mail_server_outage_delays_mail_and_never_a_request() -> Result<()> {
 #[tokio::test]
 async fn an_approval_link_acts_only_after_sign_in_and_confirmation_and_only_once() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let smtp = SmtpServer::start(&dir.path().join("smtp"))?;
-    let app = start_with(dir.path(), &email_toml(smtp.port())).await?;
+    let (smtp, app) = with_mail(dir.path()).await?;
     let id = app
         .request("alice", body("demo", "orders", "orders_writer", "30m"))
         .await?;
@@ -842,8 +859,7 @@ fn bad_notification_settings_are_refused_with_a_clear_message() -> Result<()> {
 #[tokio::test]
 async fn a_link_whose_decision_fails_is_not_spent() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let smtp = SmtpServer::start(&dir.path().join("smtp"))?;
-    let app = start_with(dir.path(), &email_toml(smtp.port())).await?;
+    let (smtp, app) = with_mail(dir.path()).await?;
     // billing needs two approvals; bob gives his through the API first.
     let id = app
         .request("alice", body("demo", "billing", "orders_reader", "30m"))

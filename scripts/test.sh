@@ -35,6 +35,17 @@ if ! "$smtp_python" -c 'import aiosmtpd' >/dev/null 2>&1; then
   PIP_BREAK_SYSTEM_PACKAGES=1 "$smtp_python" -m pip install --quiet --disable-pip-version-check "aiosmtpd==1.4.6"
 fi
 
+# moto (the AWS API emulator the aws-sts tests start, crates/testkit/src/moto.rs)
+# and the AWS CLI (the credential_process test runs it).
+if ! "$smtp_python" -c 'import moto.server' >/dev/null 2>&1; then
+  echo "== installing moto"
+  PIP_BREAK_SYSTEM_PACKAGES=1 "$smtp_python" -m pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+if ! command -v aws >/dev/null 2>&1; then
+  echo "== installing the AWS CLI"
+  PIP_BREAK_SYSTEM_PACKAGES=1 "$smtp_python" -m pip install --quiet --disable-pip-version-check awscli
+fi
+
 # The OpenID Connect provider the sign-in tests start (testpeers/oidc:
 # oidc-provider from npm, pinned by package-lock.json); reinstalled when the
 # lock file is newer than node_modules. Needs Node.js 20.12 or later, which

@@ -146,6 +146,37 @@ pub enum ClientCommand {
         ticket: Option<String>,
     },
 
+    /// Print temporary AWS credentials for your active grant on an aws-sts
+    /// target (a new session each time, never past the grant's end).
+    #[command(
+        after_help = "Examples:\n  eval \"$(elevate creds r-abc)\"\n  elevate creds r-abc --format fish | source\n  \
+                      AWS CLI profile: credential_process = elevate creds r-abc --format credential-process"
+    )]
+    Creds {
+        /// Id of the grant (r-...).
+        #[arg(value_parser = request_id)]
+        id: String,
+        /// Output: shell exports (env, fish, powershell), the server's JSON,
+        /// or the AWS CLI credential_process format.
+        #[arg(long, value_enum, default_value_t = CredsFormat::Env)]
+        format: CredsFormat,
+        /// How long the session should last, e.g. 30m [default: the
+        /// target's maximum]; always cut to what is left of the grant.
+        #[arg(long, value_name = "DURATION")]
+        duration: Option<String>,
+    },
+
+    /// Print an AWS console sign-in URL for your active grant on an
+    /// aws-sts target.
+    Console {
+        /// Id of the grant (r-...).
+        #[arg(value_parser = request_id)]
+        id: String,
+        /// How long the console session should last, e.g. 1h.
+        #[arg(long, value_name = "DURATION")]
+        duration: Option<String>,
+    },
+
     /// Record the after-the-fact review of a break-glass use.
     Acknowledge {
         /// Request id (r-...).
@@ -248,6 +279,21 @@ pub enum ClientCommand {
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
     },
+}
+
+/// How `elevate creds` prints credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CredsFormat {
+    /// `export AWS_ACCESS_KEY_ID=...` lines for sh, bash, zsh.
+    Env,
+    /// `set -gx AWS_ACCESS_KEY_ID ...` lines for fish.
+    Fish,
+    /// `$Env:AWS_ACCESS_KEY_ID = "..."` lines for PowerShell.
+    Powershell,
+    /// The server's JSON.
+    Json,
+    /// The JSON the AWS CLI and SDKs read from a `credential_process`.
+    CredentialProcess,
 }
 
 /// `audit` subcommands.

@@ -33,6 +33,7 @@ mod login;
 mod oidc;
 mod plan;
 mod present;
+mod sessions;
 mod table;
 mod text;
 mod time;
@@ -41,7 +42,7 @@ use std::io::{ErrorKind, Write};
 
 use chrono::{DateTime, Local, Utc};
 
-pub use args::{AuditAction, ClientArgs, ClientCommand, DEFAULT_URL};
+pub use args::{AuditAction, ClientArgs, ClientCommand, CredsFormat, DEFAULT_URL};
 pub use error::CliError;
 pub use login::ADDRESS_PROMPT;
 pub use oidc::StepUp;

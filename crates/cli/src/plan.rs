@@ -69,6 +69,15 @@ fn comment_body(comment: Option<&String>) -> Value {
     Value::Object(body)
 }
 
+/// A session body holding `duration` only when one was given.
+fn duration_body(duration: Option<&String>) -> Value {
+    let mut body = Map::new();
+    if let Some(duration) = duration {
+        body.insert("duration".to_string(), Value::String(duration.clone()));
+    }
+    Value::Object(body)
+}
+
 /// The call `command` makes, or why its arguments are wrong.
 pub(crate) fn plan(command: &ClientCommand, now: DateTime<Utc>) -> Result<Call, CliError> {
     let call = match command {
@@ -121,6 +130,14 @@ pub(crate) fn plan(command: &ClientCommand, now: DateTime<Utc>) -> Result<Call, 
         } => Call::post(
             &["requests", id, "extend"],
             json!({"duration": duration, "reason": reason, "ticket": ticket}),
+        ),
+        ClientCommand::Creds { id, duration, .. } => Call::post(
+            &["requests", id, "credentials"],
+            duration_body(duration.as_ref()),
+        ),
+        ClientCommand::Console { id, duration } => Call::post(
+            &["requests", id, "console"],
+            duration_body(duration.as_ref()),
         ),
         ClientCommand::Acknowledge { id, comment } => Call::post(
             &["requests", id, "acknowledge"],

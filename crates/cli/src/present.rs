@@ -134,6 +134,18 @@ where
                 return Ok(self.eligible_table(&read(answer, "your eligibility")?))
             }
             ClientCommand::Whoami => return Ok(self.whoami(&read(answer, "your identity")?)),
+            ClientCommand::Creds { format, .. } => {
+                if *format == crate::args::CredsFormat::Json {
+                    return serde_json::to_string_pretty(answer)
+                        .map(|text| format!("{text}\n"))
+                        .map_err(|e| CliError::Protocol(e.to_string()));
+                }
+                return crate::sessions::credentials(*format, &read(answer, "the credentials")?);
+            }
+            ClientCommand::Console { .. } => {
+                let view: crate::sessions::ConsoleView = read(answer, "the console URL")?;
+                view.url
+            }
             // Not API calls: `run` handles them before any answer exists.
             ClientCommand::Login { .. } | ClientCommand::Logout => return Ok(String::new()),
             ClientCommand::Audit { action: None, .. } => {

@@ -254,6 +254,9 @@ pub enum Action {
     GrantEndingSoon,
     /// Removing the grant from the target failed; it is being retried.
     GrantRemovalFailing,
+    /// Temporary credentials or a console session were issued for an
+    /// active grant (targets that hand out sessions, e.g. `aws-sts`).
+    GrantSessionIssued,
 }
 
 impl Action {
@@ -278,6 +281,7 @@ impl Action {
             Action::RequestEscalated => "request.escalated",
             Action::GrantEndingSoon => "grant.ending_soon",
             Action::GrantRemovalFailing => "grant.removal_failing",
+            Action::GrantSessionIssued => "grant.session_issued",
         }
     }
 }

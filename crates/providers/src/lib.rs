@@ -6,12 +6,17 @@
 //!
 //! - [`postgres`]: PostgreSQL role membership (`GRANT role TO user`).
 //! - [`dry_run`]: changes nothing, records what it would have done.
+//! - `aws_sts` (feature `aws`): provisions nothing; issues AWS STS
+//!   sessions while a grant is active ([`sessions`]).
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+#[cfg(feature = "aws")]
+pub mod aws_sts;
 pub mod dry_run;
 pub mod postgres;
+pub mod sessions;
 
 /// One grant as a provider sees it: who gets which role on what.
 #[derive(Debug, Clone, Serialize)]
@@ -95,4 +100,10 @@ pub trait Provider: Send + Sync {
     /// Checks that the target is reachable and that elevate holds the
     /// privileges it needs; returns one line per problem found.
     async fn validate(&self) -> Result<Vec<String>, ProviderError>;
+
+    /// Targets that hand out sessions while a grant is active (temporary
+    /// credentials, console sign-ins) return their issuer.
+    fn sessions(&self) -> Option<&dyn sessions::SessionIssuer> {
+        None
+    }
 }

@@ -40,6 +40,8 @@ pub fn router(broker: AppState, max_body_bytes: usize) -> Router {
         .route("/requests/{id}/revoke", post(revoke))
         .route("/requests/{id}/extend", post(extend))
         .route("/requests/{id}/acknowledge", post(acknowledge))
+        .route("/requests/{id}/credentials", post(session_credentials))
+        .route("/requests/{id}/console", post(session_console))
         .route("/grants", get(list_grants))
         .route("/check", get(check))
         .route("/audit", get(audit_list))
@@ -765,6 +767,13 @@ struct CommentBody {
 
 /// Action endpoints accept an empty body as "no comment".
 async fn optional_comment(req: Request) -> Result<CommentBody, ApiError> {
+    optional_body(req).await
+}
+
+/// A JSON body that may be left out (empty or whitespace: the default).
+async fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    req: Request,
+) -> Result<T, ApiError> {
     let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
         .map_err(|_| {
@@ -775,9 +784,9 @@ async fn optional_comment(req: Request) -> Result<CommentBody, ApiError> {
             )
         })?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(CommentBody::default());
+        return Ok(T::default());
     }
-    serde_json::from_slice::<CommentBody>(&bytes).map_err(|e| {
+    serde_json::from_slice::<T>(&bytes).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ApiError::client(
                 StatusCode::BAD_REQUEST,
@@ -897,6 +906,66 @@ async fn extend(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(view(&b, &r))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    #[serde(default)]
+    duration: Option<DurationField>,
+}
+
+async fn issue(
+    b: &AppState,
+    p: &Principal,
+    id: &str,
+    req: Request,
+    kind: crate::sessions::SessionKind,
+) -> Result<crate::sessions::Issued, ApiError> {
+    let id = request_id(id)?;
+    let body: SessionBody = optional_body(req).await?;
+    let duration = body.duration.map(DurationField::text);
+    b.issue_session(p, &id, kind, duration.as_deref()).await
+}
+
+fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Temporary AWS credentials for the caller's active grant.
+async fn session_credentials(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Id(id): Id,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let s = issue(&b, &p, &id, req, crate::sessions::SessionKind::Credentials)
+        .await?
+        .session;
+    Ok(Json(json!({
+        "access_key_id": s.access_key_id,
+        "secret_access_key": s.secret_access_key,
+        "session_token": s.session_token,
+        "expiration": rfc3339(s.expiration),
+        "source_identity": s.source_identity,
+        "session_name": s.session_name,
+        "role_arn": s.role_arn,
+        "duration_secs": s.duration_secs,
+    })))
+}
+
+/// An AWS console sign-in URL for the caller's active grant.
+async fn session_console(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Id(id): Id,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let issued = issue(&b, &p, &id, req, crate::sessions::SessionKind::Console).await?;
+    Ok(Json(json!({
+        "url": issued.console_url,
+        "expiration": rfc3339(issued.session.expiration),
+    })))
 }
 
 #[derive(Deserialize)]

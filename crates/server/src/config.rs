@@ -164,6 +164,25 @@ struct PostgresSection {
     user_map: BTreeMap<String, String>,
 }
 
+/// `[targets.aws_sts]`: how an `aws-sts` target reaches STS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AwsStsSection {
+    region: String,
+    endpoint_url: Option<String>,
+    federation_url: Option<String>,
+    console_destination: Option<String>,
+    max_session: Option<String>,
+    /// With a secret access key: static keys; without: the default AWS
+    /// credential chain.
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    secret_access_key_file: Option<String>,
+    secret_access_key_env: Option<String>,
+    #[serde(default)]
+    role_arns: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TargetEntry {
@@ -174,6 +193,7 @@ struct TargetEntry {
     #[serde(default)]
     resources: Vec<Spanned<ResourceEntry>>,
     postgres: Option<PostgresSection>,
+    aws_sts: Option<AwsStsSection>,
     /// Roles auto-approval rules with `low_risk = true` may approve.
     #[serde(default)]
     low_risk_roles: Vec<String>,
@@ -376,6 +396,9 @@ pub struct LocalUser {
 pub enum TargetConnection {
     DryRun,
     Postgres(PostgresConfig),
+    /// Only built with the `aws` feature; the loader refuses the kind
+    /// otherwise.
+    AwsSts(elevate_providers::sessions::AwsStsConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -1390,20 +1413,26 @@ impl Checker {
                     current = resources.get(&p).and_then(|x| x.parent.clone());
                 }
             }
-            let connection = match (t.kind.as_str(), &t.postgres) {
-                ("dry-run", None) => Some(TargetConnection::DryRun),
-                ("dry-run", Some(_)) => {
-                    self.error(
-                        line,
-                        format!("{loc}postgres"),
-                        "a dry-run target takes no connection settings",
-                    );
-                    None
-                }
-                ("postgres", Some(pg)) => self
+            if t.kind != "postgres" && t.postgres.is_some() {
+                self.error(
+                    line,
+                    format!("{loc}postgres"),
+                    format!("a {} target takes no [targets.postgres] section", t.kind),
+                );
+            }
+            if t.kind != "aws-sts" && t.aws_sts.is_some() {
+                self.error(
+                    line,
+                    format!("{loc}aws_sts"),
+                    format!("a {} target takes no [targets.aws_sts] section", t.kind),
+                );
+            }
+            let connection = match (t.kind.as_str(), &t.postgres, &t.aws_sts) {
+                ("dry-run", _, _) => Some(TargetConnection::DryRun),
+                ("postgres", Some(pg), _) => self
                     .postgres(line, &loc, pg, &roles, base)
                     .map(TargetConnection::Postgres),
-                ("postgres", None) => {
+                ("postgres", None, _) => {
                     self.error(
                         line,
                         loc.clone(),
@@ -1411,11 +1440,32 @@ impl Checker {
                     );
                     None
                 }
-                (other, _) => {
+                ("aws-sts", _, _) if !cfg!(feature = "aws") => {
                     self.error(
                         line,
                         format!("{loc}kind"),
-                        format!("unknown target kind \"{other}\" (known: postgres, dry-run)"),
+                        "this build of elevate lacks AWS support (built without the `aws` feature); kind \"aws-sts\" is not available",
+                    );
+                    None
+                }
+                ("aws-sts", _, Some(aws)) => self
+                    .aws_sts(line, &loc, aws, &roles, base)
+                    .map(TargetConnection::AwsSts),
+                ("aws-sts", _, None) => {
+                    self.error(
+                        line,
+                        loc.clone(),
+                        "an aws-sts target needs a [targets.aws_sts] section",
+                    );
+                    None
+                }
+                (other, _, _) => {
+                    self.error(
+                        line,
+                        format!("{loc}kind"),
+                        format!(
+                            "unknown target kind \"{other}\" (known: postgres, aws-sts, dry-run)"
+                        ),
                     );
                     None
                 }
@@ -1996,6 +2046,132 @@ impl Checker {
         (ok.then_some(settings), rule)
     }
 
+    /// `[targets.aws_sts]`: a region, a bounded session length, keys or
+    /// the default chain, and an IAM role ARN for every role.
+    fn aws_sts(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        aws: &AwsStsSection,
+        roles: &BTreeSet<Name>,
+        base: Option<&Path>,
+    ) -> Option<elevate_providers::sessions::AwsStsConfig> {
+        use elevate_providers::sessions::{self as s, StaticKeys};
+        let prefix = format!("{loc}aws_sts.");
+        let mut ok = true;
+        if aws.region.trim().is_empty() {
+            self.error(line, format!("{prefix}region"), "must not be empty");
+            ok = false;
+        }
+        for (field, url) in [
+            ("endpoint_url", &aws.endpoint_url),
+            ("federation_url", &aws.federation_url),
+            ("console_destination", &aws.console_destination),
+        ] {
+            if let Some(u) = url {
+                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                    self.error(
+                        line,
+                        format!("{prefix}{field}"),
+                        format!("\"{u}\" is not an http(s) URL"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let max_session_secs = match &aws.max_session {
+            Some(raw) => {
+                let secs = i64::try_from(self.span(line, &prefix, "max_session", raw)?.secs())
+                    .unwrap_or(i64::MAX);
+                if !(s::MIN_SESSION_SECS..=s::MAX_SESSION_SECS).contains(&secs) {
+                    self.error(
+                        line,
+                        format!("{prefix}max_session"),
+                        "must be between 15m and 12h (AWS's role session limits)",
+                    );
+                    ok = false;
+                }
+                secs
+            }
+            None => 3600,
+        };
+        let secret = self.secret(
+            line,
+            &prefix,
+            "secret_access_key",
+            [
+                &aws.secret_access_key,
+                &aws.secret_access_key_file,
+                &aws.secret_access_key_env,
+            ],
+            base,
+        )?;
+        let keys = match (&aws.access_key_id, secret) {
+            (Some(id), Some(secret)) => Some(StaticKeys {
+                access_key_id: id.clone(),
+                secret_access_key: secret,
+            }),
+            (None, None) => None,
+            _ => {
+                self.error(
+                    line,
+                    format!("{prefix}access_key_id"),
+                    "give access_key_id together with a secret_access_key (or neither, for the default AWS credential chain)",
+                );
+                ok = false;
+                None
+            }
+        };
+        for role in roles {
+            match aws.role_arns.get(role.as_str()) {
+                Some(arn) if arn.starts_with("arn:") && arn.contains(":role/") => {}
+                Some(arn) => {
+                    self.error(
+                        line,
+                        format!("{prefix}role_arns.{role}"),
+                        format!(
+                            "\"{arn}\" is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                        ),
+                    );
+                    ok = false;
+                }
+                None => {
+                    self.error(
+                        line,
+                        format!("{prefix}role_arns"),
+                        format!("the role \"{role}\" has no IAM role ARN"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        for k in aws.role_arns.keys() {
+            if !roles.iter().any(|r| r.as_str() == k) {
+                self.error(
+                    line,
+                    format!("{prefix}role_arns.{k}"),
+                    format!("\"{k}\" is not one of this target's roles"),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| s::AwsStsConfig {
+            region: aws.region.trim().to_owned(),
+            endpoint_url: aws.endpoint_url.clone(),
+            federation_url: aws
+                .federation_url
+                .clone()
+                .unwrap_or_else(|| s::DEFAULT_FEDERATION_URL.into()),
+            console_destination: aws
+                .console_destination
+                .clone()
+                .unwrap_or_else(|| s::DEFAULT_CONSOLE_DESTINATION.into()),
+            max_session_secs,
+            keys,
+            role_arns: aws.role_arns.clone(),
+        })
+    }
+
     fn postgres(
         &mut self,
         line: Option<usize>,
@@ -2064,6 +2240,43 @@ mod tests {
                 .filter(|p| !p.warning)
                 .map(|p| p.to_string())
                 .collect(),
+        }
+    }
+
+    const AWS_TARGET: &str = "[[targets]]\nid = \"aws\"\nkind = \"aws-sts\"\nroles = [\"admin\", \"readonly\"]\n[[targets.resources]]\nid = \"acct\"\n[targets.aws_sts]\nregion = \"us-east-1\"\n";
+
+    #[test]
+    fn aws_sts_targets_need_an_iam_role_for_every_role_and_bounded_sessions() {
+        let text = format!(
+            "{AWS_TARGET}max_session = \"13h\"\naccess_key_id = \"AKIA\"\n[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nother = \"arn:aws:iam::111122223333:role/X\"\n"
+        );
+        let e = errors(&text).join("\n");
+        if cfg!(feature = "aws") {
+            assert!(
+                e.contains("the role \"readonly\" has no IAM role ARN"),
+                "{e}"
+            );
+            assert!(
+                e.contains("\"other\" is not one of this target's roles"),
+                "{e}"
+            );
+            assert!(e.contains("between 15m and 12h"), "{e}");
+            assert!(e.contains("together with a secret_access_key"), "{e}");
+        } else {
+            assert!(e.contains("lacks AWS support"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_complete_aws_sts_target_loads() {
+        let text = format!(
+            "{AWS_TARGET}[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nreadonly = \"arn:aws:iam::111122223333:role/ReadOnly\"\n"
+        );
+        let e = errors(&text);
+        if cfg!(feature = "aws") {
+            assert!(e.is_empty(), "{e:?}");
+        } else {
+            assert!(e.join("\n").contains("lacks AWS support"), "{e:?}");
         }
     }
 

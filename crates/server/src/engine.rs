@@ -394,7 +394,7 @@ impl Broker {
     /// Whether the requester of `r` may still hold what it grants, at
     /// `now`: still a known user, still eligible for this duration, and the
     /// window ends before the eligibility does. The error says why not.
-    async fn still_eligible(
+    pub(crate) async fn still_eligible(
         &self,
         r: &Request,
         now: Timestamp,

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod notify;
 pub mod oidc;
 pub mod openapi;
+pub mod sessions;
 pub mod tickets;
 pub mod web;
 pub mod web_auth;
@@ -162,6 +163,17 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
                 PostgresProvider::new(pg.clone())
                     .map_err(|e| anyhow::anyhow!("target {id}: {e}"))?,
             ),
+            #[cfg(feature = "aws")]
+            TargetConnection::AwsSts(aws) => Arc::new(
+                elevate_providers::aws_sts::AwsSts::new(aws.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("target {id}: {e}"))?,
+            ),
+            // The config loader refuses the kind in a build without AWS.
+            #[cfg(not(feature = "aws"))]
+            TargetConnection::AwsSts(_) => {
+                anyhow::bail!("target {id}: this build of elevate lacks AWS support")
+            }
         };
         providers.insert(id.clone(), provider);
     }

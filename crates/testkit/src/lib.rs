@@ -30,6 +30,7 @@ use std::process::{Command, Output, Stdio};
 use anyhow::{anyhow, bail, Context};
 
 pub mod database;
+pub mod moto;
 pub mod oidc;
 pub mod smtp;
 

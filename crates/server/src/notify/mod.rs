@@ -72,7 +72,7 @@ pub struct Route {
 
 /// The routable events: every audit action, plus `break_glass.used`, the
 /// creation of a break-glass request, routed on its own so it can be loud.
-pub const EVENTS: [&str; 20] = [
+pub const EVENTS: [&str; 21] = [
     "request.created",
     "request.approval_recorded",
     "request.approved",
@@ -91,6 +91,7 @@ pub const EVENTS: [&str; 20] = [
     "grant.removed",
     "grant.removal_failing",
     "grant.extended",
+    "grant.session_issued",
     "break_glass.acknowledged",
     BREAK_GLASS_USED,
 ];

@@ -60,7 +60,7 @@ pub(super) fn refusal_unless_auditor(v: &Viewer) -> Option<Response> {
 // ---- filters ----------------------------------------------------------------
 
 /// Every action, for the filter's choices.
-const ACTIONS: [Action; 19] = [
+const ACTIONS: [Action; 20] = [
     Action::RequestCreated,
     Action::ApprovalRecorded,
     Action::RequestApproved,
@@ -80,6 +80,7 @@ const ACTIONS: [Action; 19] = [
     Action::RequestEscalated,
     Action::GrantEndingSoon,
     Action::GrantRemovalFailing,
+    Action::GrantSessionIssued,
 ];
 
 /// A new action fails to compile here until it is added to [`ACTIONS`].
@@ -102,7 +103,8 @@ const _: fn(Action) = |a| match a {
     | Action::RequestReminded
     | Action::RequestEscalated
     | Action::GrantEndingSoon
-    | Action::GrantRemovalFailing => {}
+    | Action::GrantRemovalFailing
+    | Action::GrantSessionIssued => {}
 };
 
 /// The filters as typed, to refill the form and build links.

@@ -8,6 +8,8 @@ mod web_common;
 
 mod audit;
 mod automation;
+#[cfg(feature = "aws")]
+mod aws_sts;
 mod bad_input;
 mod chaos;
 mod config_check;

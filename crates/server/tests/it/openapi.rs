@@ -22,6 +22,8 @@ const AUTH_SOURCES: [&str; 2] = [
     include_str!("../../src/identity.rs"),
     include_str!("../../src/web_auth.rs"),
 ];
+/// Session refusals (`aws-sts` credentials and console URLs).
+const SESSION_SOURCE: &str = include_str!("../../src/sessions.rs");
 const DOCUMENT: &str = include_str!("../../src/openapi.json");
 
 const HTTP_METHODS: [&str; 8] = [
@@ -348,7 +350,8 @@ fn produced_codes() -> Result<BTreeSet<String>> {
             codes.insert(piece[..piece.find('"').context("literal")?].to_owned());
         }
     }
-    for piece in std::iter::once(API_SOURCE)
+    for piece in [API_SOURCE, SESSION_SOURCE]
+        .into_iter()
         .chain(AUTH_SOURCES)
         .flat_map(|source| source.split("ApiError::client(").skip(1))
     {
@@ -381,6 +384,7 @@ async fn every_documented_error_code_is_a_real_code() -> Result<()> {
         OIDC_SOURCE,
         AUTH_SOURCES[0],
         AUTH_SOURCES[1],
+        SESSION_SOURCE,
     ];
     let mut documented: BTreeSet<String> = strings(&doc["x-error-codes"]).into_iter().collect();
     ensure!(

@@ -32,6 +32,7 @@ use anyhow::{anyhow, bail, Context};
 pub mod database;
 pub mod moto;
 pub mod oidc;
+mod python_peer;
 pub mod smtp;
 
 pub use database::{database_url, on_postgres, DATABASE_ENV};

@@ -15,16 +15,12 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 
-use crate::free_port;
-
-/// How many ports [`MotoServer::start`] tries; only a port taken between
-/// [`free_port`] and the server's bind causes a retry.
-const START_ATTEMPTS: usize = 5;
+use crate::python_peer::{exited, on_a_free_port, python_module, wait_ready, NotReady};
 
 /// How long moto may take to answer: its imports are slow on a loaded
 /// two-core machine running the whole suite. A wait, not a speed check.
@@ -51,20 +47,11 @@ impl MotoServer {
             child: None,
             dir: tempfile::tempdir()?,
         };
-        let mut last_error = anyhow!("no attempt made");
-        for _ in 0..START_ATTEMPTS {
-            server.port = free_port()?;
-            match server.spawn() {
-                Ok(()) => return Ok(server),
-                Err(error) if format!("{error:#}").contains("Address already in use") => {
-                    last_error = error
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error.context(format!(
-            "moto could not bind a free port in {START_ATTEMPTS} attempts"
-        )))
+        on_a_free_port("moto", |port| {
+            server.port = port;
+            server.spawn()
+        })?;
+        Ok(server)
     }
 
     pub fn port(&self) -> u16 {
@@ -84,49 +71,40 @@ impl MotoServer {
         let log_path = self.log_path();
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let python = std::env::var_os("ELEVATE_PYTHON").unwrap_or_else(|| "python3".into());
-        let child = Command::new(&python)
-            .args(["-u", "-m", "moto.server", "-H", "127.0.0.1", "-p"])
+        let child = python_module(&[], "moto.server")
+            .args(["-H", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (is Python 3 installed?)",
-                    python.to_string_lossy()
-                )
-            })?;
+            .context("starting Python 3 (is it installed?)")?;
         self.child = Some(child);
         let address = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.child = None;
-                    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    if output.contains("No module named moto")
-                        || output.contains("No module named 'moto")
-                        || output.contains("No module named 'flask")
-                        || output.contains("No module named 'werkzeug")
-                    {
-                        bail!("{NOT_INSTALLED}\n{output}");
-                    }
-                    bail!("moto exited ({status}) before it was ready:\n{output}");
-                }
+        let waited = wait_ready(
+            &mut self.child,
+            READY_TIMEOUT,
+            Duration::from_millis(50),
+            || answers(address),
+            || std::fs::read_to_string(&log_path).unwrap_or_default(),
+        )?;
+        match waited {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(status, output)) => Err(exited(
+                "moto",
+                status,
+                &output,
+                &[
+                    "No module named moto",
+                    "No module named 'moto",
+                    "No module named 'flask",
+                    "No module named 'werkzeug",
+                ],
+                NOT_INSTALLED,
+            )),
+            Err(NotReady::TimedOut(output)) => {
+                bail!("moto did not answer on {address} within {READY_TIMEOUT:?}:\n{output}")
             }
-            if answers(address) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.stop();
-                bail!(
-                    "moto did not answer on {address} within {READY_TIMEOUT:?}:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

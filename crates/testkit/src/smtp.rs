@@ -20,17 +20,13 @@ use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
-use crate::free_port;
-
-/// How many ports [`SmtpServer::start`] tries; only a port taken between
-/// [`free_port`] and the server's bind causes a retry.
-const START_ATTEMPTS: usize = 5;
+use crate::python_peer::{exited, on_a_free_port, python_module, read_from, wait_ready, NotReady};
 
 /// How long aiosmtpd may take to greet: well under a second on an idle
 /// machine, but Python's imports crawl on a loaded two-core machine running
@@ -69,21 +65,12 @@ impl SmtpServer {
             port: 0,
             child: None,
         };
-        let mut last_error = anyhow!("no attempt made");
-        for _ in 0..START_ATTEMPTS {
-            server.port = free_port()?;
-            match server.spawn() {
-                Ok(()) => return Ok(server),
-                // spawn's error carries what aiosmtpd printed.
-                Err(error) if format!("{error:#}").contains("Address already in use") => {
-                    last_error = error
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error.context(format!(
-            "aiosmtpd could not bind a free port in {START_ATTEMPTS} attempts"
-        )))
+        // spawn's error carries what aiosmtpd printed.
+        on_a_free_port("aiosmtpd", |port| {
+            server.port = port;
+            server.spawn()
+        })?;
+        Ok(server)
     }
 
     pub fn port(&self) -> u16 {
@@ -198,50 +185,39 @@ impl SmtpServer {
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let log_start = log.metadata()?.len();
-        let python = std::env::var_os("ELEVATE_PYTHON").unwrap_or_else(|| "python3".into());
         let listen = format!("127.0.0.1:{}", self.port);
-        let child = Command::new(&python)
-            .args(python_options)
-            .args(["-u", "-m", "aiosmtpd", "-n", "-l", &listen])
+        let child = python_module(python_options, "aiosmtpd")
+            .args(["-n", "-l", &listen])
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (is Python 3 installed?)",
-                    python.to_string_lossy()
-                )
-            })?;
+            .context("starting Python 3 (is it installed?)")?;
         self.child = Some(child);
         let address = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.child = None;
-                    let output = read_from(&log_path, log_start);
-                    if output.contains("No module named aiosmtpd") {
-                        bail!("{NOT_INSTALLED}\n{output}");
-                    }
-                    bail!("aiosmtpd exited ({status}) before it was ready:\n{output}");
-                }
+        // A greeting, not just an accepted connection: another process may
+        // have taken the port, and then ours exits on the next turn.
+        let waited = wait_ready(
+            &mut self.child,
+            READY_TIMEOUT,
+            Duration::from_millis(20),
+            || greets(address),
+            || read_from(&log_path, log_start),
+        )?;
+        match waited {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(status, output)) => Err(exited(
+                "aiosmtpd",
+                status,
+                &output,
+                &["No module named aiosmtpd"],
+                NOT_INSTALLED,
+            )),
+            Err(NotReady::TimedOut(output)) => {
+                bail!("aiosmtpd did not greet on {address} within {READY_TIMEOUT:?}:\n{output}")
             }
-            // A greeting, not just an accepted connection: another process
-            // may have taken the port, and then ours exits on the next turn.
-            if greets(address) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.stop();
-                bail!(
-                    "aiosmtpd did not greet on {address} within {READY_TIMEOUT:?}:\n{}",
-                    read_from(&log_path, log_start)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -270,14 +246,6 @@ fn greets(address: SocketAddr) -> bool {
     }
     let _ = (&stream).write_all(b"QUIT\r\n");
     true
-}
-
-fn read_from(path: &Path, offset: u64) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let start = usize::try_from(offset)
-        .unwrap_or(usize::MAX)
-        .min(text.len());
-    String::from_utf8_lossy(&text[start..]).into_owned()
 }
 
 /// One message as the server stored it, decoded.
@@ -508,7 +476,7 @@ Content-Transfer-Encoding: quoted-printable\r\n\
         let dir = tempfile::tempdir().unwrap();
         let mut server = SmtpServer {
             dir: dir.path().to_path_buf(),
-            port: free_port().unwrap(),
+            port: crate::free_port().unwrap(),
             child: None,
         };
         std::fs::create_dir_all(dir.path().join("new")).unwrap();

@@ -54,6 +54,25 @@ async fn with_mail(dir: &Path) -> Result<(SmtpServer, TestApp)> {
     Ok((smtp, app))
 }
 
+/// The mails once `n` have arrived and nothing more came for `settle`:
+/// a message sent twice, or one too many, is an error.
+async fn exactly(smtp: &SmtpServer, n: usize, settle: Duration) -> Result<Vec<ReceivedMail>> {
+    smtp.wait_for_messages(n, WAIT).await?;
+    tokio::time::sleep(settle).await;
+    let mails = smtp.messages()?;
+    if mails.len() != n {
+        bail!(
+            "{} mails, {n} expected: {:?}",
+            mails.len(),
+            mails
+                .iter()
+                .map(|m| (&m.subject, to_of(m)))
+                .collect::<Vec<_>>()
+        );
+    }
+    Ok(mails)
+}
+
 fn to_of(m: &ReceivedMail) -> String {
     m.to.join(",")
 }
@@ -165,16 +184,7 @@ async fn creating_and_approving_mail_approvers_and_requester_through_a_real_smtp
     let active = by_recipient(&mails, "alice now holds orders_writer")?;
     assert_eq!(active.keys().collect::<Vec<_>>(), ["alice@example.com"]);
     // Nothing else, and nothing twice: 3 + 2 + 1.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let all = smtp.messages()?;
-    assert_eq!(
-        all.len(),
-        6,
-        "{:?}",
-        all.iter()
-            .map(|m| (&m.subject, to_of(m)))
-            .collect::<Vec<_>>()
-    );
+    exactly(&smtp, 6, Duration::from_secs(1)).await?;
     Ok(())
 }
 
@@ -188,18 +198,7 @@ async fn break_glass_is_mailed_to_every_admin_and_approver() -> Result<()> {
     app.request("alice", req).await?;
     // Four loud messages and, the grant being active at once, alice's
     // "you now hold" (in whatever order they are sent).
-    smtp.wait_for_messages(5, WAIT).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mails = smtp.messages()?;
-    assert_eq!(
-        mails.len(),
-        5,
-        "{:?}",
-        mails
-            .iter()
-            .map(|m| (&m.subject, to_of(m)))
-            .collect::<Vec<_>>()
-    );
+    let mails = exactly(&smtp, 5, Duration::from_millis(500)).await?;
     let loud = by_recipient(&mails, "BREAK-GLASS")?;
     let to: Vec<&str> = loud.keys().map(String::as_str).collect();
     assert_eq!(
@@ -998,18 +997,7 @@ async fn replicas_sharing_a_store_send_each_message_once() -> Result<()> {
         ids.push(id);
     }
     // 2 requests × (bob, carol, alice) = 6 messages, each exactly once.
-    smtp.wait_for_messages(6, WAIT).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mails = smtp.messages()?;
-    assert_eq!(
-        mails.len(),
-        6,
-        "{:?}",
-        mails
-            .iter()
-            .map(|m| (&m.subject, to_of(m)))
-            .collect::<Vec<_>>()
-    );
+    let mails = exactly(&smtp, 6, Duration::from_secs(3)).await?;
     for id in &ids {
         let per: Vec<&ReceivedMail> = mails
             .iter()

@@ -8,13 +8,22 @@
 //! - [`dry_run`]: changes nothing, records what it would have done.
 //! - `aws_sts` (feature `aws`): provisions nothing; issues AWS STS
 //!   sessions while a grant is active ([`sessions`]).
+//! - `aws_identity_center` (feature `aws`): IAM Identity Center account
+//!   assignments; discovers its resources (the Organization's OU tree)
+//!   and roles (permission sets) instead of reading them from the config
+//!   ([`identity_center`]).
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "aws")]
+pub mod aws_identity_center;
 #[cfg(feature = "aws")]
 pub mod aws_sts;
 pub mod dry_run;
+pub mod identity_center;
 pub mod postgres;
 pub mod sessions;
 
@@ -43,6 +52,49 @@ pub struct GrantSpec {
 pub enum Presence {
     Present,
     Absent,
+}
+
+/// One resource a discovering target found: an organization root, an OU
+/// or an account, with its place in the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundResource {
+    /// The target's identifier (an account id, `ou-…`, `r-…`): stable
+    /// across renames, so policies naming it keep meaning the same thing.
+    pub id: String,
+    pub parent: Option<String>,
+    /// What people call it (the account or OU name).
+    pub name: Option<String>,
+    /// `root`, `ou` or `account`. Only accounts can be granted.
+    pub kind: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What a discovering target holds: its resource tree and its roles.
+/// Cached in the store, so a restart or another replica does not have to
+/// ask the target again, and listings never wait for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub resources: Vec<FoundResource>,
+    /// Grantable roles: elevate's role name → the target's identifier of
+    /// it (a permission set ARN).
+    pub roles: BTreeMap<String, String>,
+    /// Resources present in the tree that elevate will not grant in, with
+    /// the reason shown to people (the organization's management account).
+    pub refused: BTreeMap<String, String>,
+}
+
+/// One assignment found on a target during reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub resource: String,
+    pub role: String,
+    /// `USER` or `GROUP`.
+    pub principal_type: String,
+    /// The target's identifier of the principal (compared with
+    /// [`GrantSpec::account`] of active grants).
+    pub principal_id: String,
+    /// A readable name of the principal when the target gives one.
+    pub principal_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +137,48 @@ pub trait Provider: Send + Sync {
     /// as it is.
     fn account(&self, _grant: &GrantSpec) -> Option<String> {
         None
+    }
+
+    /// Checks, when the request is made, that the grant can be given, and
+    /// returns the account to record with it (see [`Provider::account`]).
+    /// Providers that look the user up on the target do it here, so a
+    /// user the target does not know is told at once, not after approval.
+    async fn prepare(&self, grant: &GrantSpec) -> Result<Option<String>, ProviderError> {
+        Ok(self.account(grant))
+    }
+
+    /// True for targets whose resources and roles come from the target
+    /// itself ([`Provider::discover`]) rather than the config.
+    fn discovers(&self) -> bool {
+        false
+    }
+
+    /// Reads the target's resources and roles.
+    async fn discover(&self) -> Result<Inventory, ProviderError> {
+        Err(ProviderError::Permanent(format!(
+            "a {} target lists its resources in the config",
+            self.kind()
+        )))
+    }
+
+    /// Takes in an inventory (just discovered, or read back from the
+    /// store's cache at start): the provider maps role names to the
+    /// target's identifiers through it.
+    fn adopt(&self, _inventory: &Inventory) {}
+
+    /// Every assignment of `roles` on the target, whoever holds it
+    /// (reconciliation). Targets that cannot list them return `None`.
+    async fn assignments(&self, _roles: &[String]) -> Result<Option<Vec<Assignment>>, ProviderError> {
+        Ok(None)
+    }
+
+    /// Removes an assignment found by [`Provider::assignments`] that no
+    /// grant accounts for. Idempotent.
+    async fn remove_assignment(&self, _assignment: &Assignment) -> Result<(), ProviderError> {
+        Err(ProviderError::Permanent(format!(
+            "a {} target cannot remove assignments",
+            self.kind()
+        )))
     }
 
     /// Puts the grant on the target. Idempotent.

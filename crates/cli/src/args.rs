@@ -263,6 +263,14 @@ pub enum ClientCommand {
     /// Forget the token stored by `elevate login`.
     Logout,
 
+    /// Targets that read their resources from the system they manage
+    /// (aws-identity-center): read them again, or look for access given
+    /// outside elevate. Admins only.
+    Targets {
+        #[command(subcommand)]
+        action: TargetsAction,
+    },
+
     /// List audit events; `verify` checks the hash chain, `export` dumps it.
     #[command(args_conflicts_with_subcommands = true)]
     Audit {
@@ -294,6 +302,30 @@ pub enum CredsFormat {
     Json,
     /// The JSON the AWS CLI and SDKs read from a `credential_process`.
     CredentialProcess,
+}
+
+/// `targets` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TargetsAction {
+    /// Read the target's accounts, OUs, tags and permission sets now.
+    Refresh {
+        /// Target id, as in the config.
+        #[arg(value_parser = request_id)]
+        target: String,
+    },
+    /// List the assignments of the roles elevate hands out now, and report
+    /// (or, with reconcile = "remove", remove) those no grant accounts for.
+    Reconcile {
+        /// Target id, as in the config.
+        #[arg(value_parser = request_id)]
+        target: String,
+    },
+    /// Show the last reconciliation report.
+    Reconciliation {
+        /// Target id, as in the config.
+        #[arg(value_parser = request_id)]
+        target: String,
+    },
 }
 
 /// `audit` subcommands.

@@ -35,6 +35,7 @@ mod plan;
 mod present;
 mod sessions;
 mod table;
+mod targets;
 mod text;
 mod time;
 

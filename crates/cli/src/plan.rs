@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::args::{AuditAction, ClientCommand};
+use crate::args::{AuditAction, ClientCommand, TargetsAction};
 use crate::error::CliError;
 use crate::time::{parse_since, parse_start, to_wire};
 
@@ -190,6 +190,17 @@ pub(crate) fn plan(command: &ClientCommand, now: DateTime<Utc>) -> Result<Call, 
             call
         }
         ClientCommand::Whoami => Call::get(&["me"]),
+        ClientCommand::Targets { action } => match action {
+            TargetsAction::Refresh { target } => {
+                Call::post(&["targets", target, "refresh"], json!({}))
+            }
+            TargetsAction::Reconcile { target } => {
+                Call::post(&["targets", target, "reconcile"], json!({}))
+            }
+            TargetsAction::Reconciliation { target } => {
+                Call::get(&["targets", target, "reconciliation"])
+            }
+        },
         // Flows of their own, which `run` starts before planning a call.
         ClientCommand::Login { .. } | ClientCommand::Logout => {
             return Err(CliError::InvalidArgument(

@@ -134,6 +134,12 @@ where
                 return Ok(self.eligible_table(&read(answer, "your eligibility")?))
             }
             ClientCommand::Whoami => return Ok(self.whoami(&read(answer, "your identity")?)),
+            ClientCommand::Targets {
+                action: crate::args::TargetsAction::Refresh { .. },
+            } => crate::targets::refreshed(&read(answer, "the refresh summary")?),
+            ClientCommand::Targets { .. } => {
+                return Ok(crate::targets::report(&read(answer, "the reconciliation report")?))
+            }
             ClientCommand::Creds { format, .. } => {
                 if *format == crate::args::CredsFormat::Json {
                     return serde_json::to_string_pretty(answer)

@@ -418,6 +418,7 @@ mod tests {
                         parent: Some(n(if i % 2 == 0 { "eu" } else { "prod" })),
                         tags: Default::default(),
                         description: None,
+                        not_grantable: None,
                     },
                 );
             }

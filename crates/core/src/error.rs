@@ -19,6 +19,14 @@ pub enum DomainError {
     UnknownResource { target: String, resource: String },
     #[error("unknown role \"{role}\" on target \"{target}\"")]
     UnknownRole { target: String, role: String },
+    /// The resource exists but access is not given on it (an OU, or the
+    /// organization's management account); the reason says why.
+    #[error("no access is granted on {target}/{resource}: {reason}")]
+    NotGrantable {
+        target: String,
+        resource: String,
+        reason: String,
+    },
 
     /// No eligibility (valid now) covers this user, resource and role.
     #[error("you are not eligible for role \"{role}\" on {target}/{resource}")]
@@ -103,6 +111,7 @@ impl DomainError {
             DomainError::UnknownTarget(_) => "unknown_target",
             DomainError::UnknownResource { .. } => "unknown_resource",
             DomainError::UnknownRole { .. } => "unknown_role",
+            DomainError::NotGrantable { .. } => "not_grantable",
             DomainError::NotEligible { .. } => "not_eligible",
             DomainError::DurationTooLong { .. } => "duration_too_long",
             DomainError::DurationTooShort { .. } => "duration_too_short",

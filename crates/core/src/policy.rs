@@ -31,6 +31,12 @@ pub struct Resource {
     pub parent: Option<Name>,
     pub tags: BTreeMap<String, String>,
     pub description: Option<String>,
+    /// Set when access is never granted on this resource itself, with the
+    /// reason shown to people: an OU or organization root (its accounts
+    /// are granted, not it), or an account elevate must keep out of (the
+    /// organization's management account). Selectors never cover it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_grantable: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +52,9 @@ pub struct Target {
     /// (`low_risk_roles` in the config); a subset of `roles`.
     pub low_risk_roles: BTreeSet<Name>,
     pub resources: BTreeMap<Name, Resource>,
+    /// Resources and roles come from the target itself (refreshed from
+    /// its inventory), not from the config file.
+    pub discovered: bool,
 }
 
 impl Target {
@@ -64,13 +73,20 @@ impl Target {
         out
     }
 
-    /// The path from the root down to `resource`, e.g. `prod/orders`.
+    /// The path from the root down to `resource`, e.g. `prod/orders`. A
+    /// discovered target's OUs are shown by name (`Root/Workloads/Prod/
+    /// 123456789012`): their ids mean nothing to people, and the names
+    /// make the path searchable by OU.
     pub fn path(&self, resource: &Name) -> String {
+        let label = |n: Name| match self.resources.get(&n).and_then(|r| r.description.as_ref()) {
+            Some(name) if self.discovered => name.clone(),
+            _ => n.to_string(),
+        };
         let mut parts: Vec<String> = self
             .ancestors(resource)
             .into_iter()
             .rev()
-            .map(|n| n.to_string())
+            .map(label)
             .collect();
         parts.push(resource.to_string());
         parts.join("/")
@@ -94,6 +110,9 @@ impl ResourceSelector {
     }
 
     pub fn matches(&self, target: &Target, resource: &Resource) -> bool {
+        if resource.not_grantable.is_some() {
+            return false;
+        }
         if self.ids.contains(&resource.id) {
             return true;
         }
@@ -400,6 +419,7 @@ fn select<'a>(
     found
         .into_iter()
         .filter_map(|id| target.resources.get(id))
+        .filter(|r| r.not_grantable.is_none())
         .collect()
 }
 
@@ -482,6 +502,28 @@ pub struct Ask<'a> {
 }
 
 impl Catalog {
+    /// This catalog with `target`'s resources and roles replaced by what
+    /// the target reported (a discovering target's refreshed inventory).
+    /// The lookup tables are built again on first use. `low_risk_roles`
+    /// keep only the roles that still exist.
+    pub fn with_inventory(
+        &self,
+        target: &Name,
+        resources: BTreeMap<Name, Resource>,
+        roles: BTreeSet<Name>,
+    ) -> Catalog {
+        let mut next = Catalog {
+            index: CatalogIndex::default(),
+            ..self.clone()
+        };
+        if let Some(t) = next.targets.get_mut(target) {
+            t.low_risk_roles.retain(|r| roles.contains(r));
+            t.resources = resources;
+            t.roles = roles;
+        }
+        next
+    }
+
     fn tables(&self) -> &IndexTables {
         self.index.0.get_or_init(|| {
             let mut t = IndexTables::default();
@@ -601,6 +643,13 @@ impl Catalog {
         now: Timestamp,
     ) -> Result<Permit<'a>, DomainError> {
         let (target, resource) = self.resolve(ask.target, ask.resource, ask.role)?;
+        if let Some(reason) = &resource.not_grantable {
+            return Err(DomainError::NotGrantable {
+                target: target.id.to_string(),
+                resource: resource.id.to_string(),
+                reason: reason.clone(),
+            });
+        }
         let covering: Vec<&Eligibility> = self
             .eligibilities_of(p)
             .into_iter()
@@ -900,6 +949,7 @@ pub(crate) mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             description: None,
+            not_grantable: None,
         }
     }
 
@@ -919,6 +969,7 @@ pub(crate) mod tests {
             roles: [n("writer"), n("reader")].into_iter().collect(),
             low_risk_roles: [n("reader")].into_iter().collect(),
             resources: resources.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            discovered: false,
         };
         Catalog {
             targets: [(n("pg"), target)].into_iter().collect(),
@@ -1143,6 +1194,50 @@ pub(crate) mod tests {
                 .code(),
             "unknown_target"
         );
+    }
+
+    #[test]
+    fn an_inventory_replaces_resources_and_roles_and_ungrantable_resources_are_never_covered() {
+        let c = catalog();
+        let alice = user("alice", &["sre"]);
+        let (pg, writer) = (n("pg"), n("writer"));
+        // A discovered tree: prod (an OU) ⊃ eu (an OU) ⊃ acct-1, and the
+        // management account acct-0 under prod too.
+        let mut ou = resource("eu", Some("prod"), &[]);
+        ou.not_grantable = Some("an organizational unit".into());
+        let mut prod = resource("prod", None, &[]);
+        prod.not_grantable = Some("an organizational unit".into());
+        let mut mgmt = resource("acct-0", Some("prod"), &[]);
+        mgmt.not_grantable = Some("the management account".into());
+        let acct = resource("acct-1", Some("eu"), &[]);
+        let resources = [prod, ou, mgmt, acct]
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let next = c.with_inventory(&pg, resources, [writer.clone()].into_iter().collect());
+        // The old catalog is untouched; the new one has the new tree.
+        assert!(c.targets[&pg].resources.contains_key(&n("orders")));
+        assert!(!next.targets[&pg].resources.contains_key(&n("orders")));
+        // `reader` is gone, so it is no longer low risk either.
+        assert!(next.targets[&pg].low_risk_roles.is_empty());
+        let acct_1 = n("acct-1");
+        assert!(next
+            .permit(&alice, ask(&acct_1, &writer, &pg, 60), t0())
+            .is_ok());
+        for (id, reason) in [("eu", "organizational unit"), ("acct-0", "management")] {
+            let id = n(id);
+            let e = next
+                .permit(&alice, ask(&id, &writer, &pg, 60), t0())
+                .unwrap_err();
+            assert_eq!(e.code(), "not_grantable");
+            assert!(e.to_string().contains(reason), "{e}");
+        }
+        let covered: Vec<String> = next
+            .resources_matching(&next.targets[&pg], &next.eligibilities[0].resources)
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(covered, vec!["acct-1".to_owned()]);
     }
 
     #[test]

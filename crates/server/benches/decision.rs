@@ -197,7 +197,7 @@ async fn run() -> Result<serde_json::Value> {
     tx.commit().await?;
 
     // In process: the catalog question and the store question.
-    let catalog = broker.catalog.clone();
+    let catalog = broker.catalog();
     let directory = broker.directory.clone();
     let warm = Instant::now();
     let _ = catalog.eligible_roles(&Principal::new(UserName::parse("u0")?), now);

@@ -111,7 +111,7 @@ async fn run() -> Result<serde_json::Value> {
     let parsed = Config::parse(&text, None).map_err(|p| anyhow::anyhow!("config: {p:?}"))?;
     let running = elevate::start(parsed, None).await?;
     let url = format!("http://{}", running.addr);
-    let catalog = running.broker.catalog.clone();
+    let catalog = running.broker.catalog();
     let alice = running
         .broker
         .directory

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use elevate_core::principal::Principal;
 use elevate_core::request::{Kind, Review, State as RState};
-use elevate_core::values::{Comment, RequestId};
+use elevate_core::values::{Comment, Name, RequestId};
 use elevate_store::{AuditFilter, AuditRecord, RequestFilter, StoredRequest};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -43,6 +43,9 @@ pub fn router(broker: AppState, max_body_bytes: usize) -> Router {
         .route("/requests/{id}/credentials", post(session_credentials))
         .route("/requests/{id}/console", post(session_console))
         .route("/grants", get(list_grants))
+        .route("/targets/{id}/refresh", post(refresh_target))
+        .route("/targets/{id}/reconcile", post(reconcile_target))
+        .route("/targets/{id}/reconciliation", get(last_reconciliation))
         .route("/check", get(check))
         .route("/audit", get(audit_list))
         .route("/audit/export", get(audit_export))
@@ -301,7 +304,8 @@ pub(crate) fn status_text(s: &StoredRequest) -> String {
 
 pub fn view(b: &Broker, s: &StoredRequest) -> Value {
     let r = &s.request;
-    let target = b.catalog.targets.get(&r.target);
+    let catalog = b.catalog();
+    let target = catalog.targets.get(&r.target);
     let requirement = b.requirement_of(r);
     let window = r.state.window();
     let (decided_by, decision_comment, ended_at) = match &r.state {
@@ -411,8 +415,8 @@ async fn me(
         "display_name": p.display_name,
         "groups": p.groups,
         "attributes": p.attributes,
-        "admin": b.catalog.is_admin(&p),
-        "auditor": b.catalog.is_auditor(&p),
+        "admin": b.catalog().is_admin(&p),
+        "auditor": b.catalog().is_auditor(&p),
         "auth": auth,
         "csrf_token": csrf,
     }))
@@ -422,7 +426,7 @@ async fn me(
 /// there is any).
 async fn auth_config(State(b): State<AppState>) -> Json<Value> {
     let oidc = b.oidc.as_ref().map(|o| {
-        let rule = &b.catalog.step_up;
+        let rule = &b.catalog().step_up;
         json!({
             "issuer": o.settings.issuer,
             "cli_client_id": o.settings.cli_client_id,
@@ -471,7 +475,7 @@ async fn eligible(
     if !paged {
         // The same walk as a page, to the end: path order, and faster than
         // collecting into a map first.
-        let all = b.catalog.browse_eligible(
+        let all = b.catalog().browse_eligible(
             &p,
             now,
             &elevate_core::browse::BrowseFilter::default(),
@@ -488,7 +492,7 @@ async fn eligible(
         q.role.as_deref().unwrap_or(""),
         q.tag.as_deref().unwrap_or(""),
     );
-    let page = b.catalog.browse_eligible(&p, now, &filter, offset, limit);
+    let page = b.catalog().browse_eligible(&p, now, &filter, offset, limit);
     Ok(Json(
         json!({ "total": page.total, "eligible": page.entries }),
     ))
@@ -621,7 +625,7 @@ async fn list_scoped(
     states: Vec<String>,
     limit: i64,
 ) -> Result<Vec<Value>, ApiError> {
-    let all_visible = b.catalog.is_admin(p) || b.catalog.is_auditor(p);
+    let all_visible = b.catalog().is_admin(p) || b.catalog().is_auditor(p);
     let filter = match scope {
         "mine" => RequestFilter {
             requester: Some(p.name.to_string()),
@@ -992,7 +996,7 @@ async fn check(
         None => p.clone(),
         Some(raw) => {
             let name = elevate_core::values::UserName::parse(raw)?;
-            if name != p.name && !b.catalog.is_admin(&p) && !b.catalog.is_auditor(&p) {
+            if name != p.name && !b.catalog().is_admin(&p) && !b.catalog().is_auditor(&p) {
                 return Err(ApiError::client(
                     StatusCode::FORBIDDEN,
                     "forbidden",
@@ -1014,13 +1018,14 @@ async fn check(
     let resource = elevate_core::values::Name::parse("resource", &q.resource)?;
     let role = elevate_core::values::Name::parse("role", &q.role)?;
     let now = Utc::now();
-    let permit = b.catalog.permit(
+    let catalog = b.catalog();
+    let permit = catalog.permit(
         &subject,
         elevate_core::policy::Ask {
             target: &target,
             resource: &resource,
             role: &role,
-            duration: b.catalog.limits.min_duration,
+            duration: b.catalog().limits.min_duration,
             has_ticket: true,
             break_glass: false,
             // "May request" is about eligibility; a step-up is asked for
@@ -1080,7 +1085,7 @@ async fn check(
 }
 
 fn require_auditor(b: &Broker, p: &Principal) -> Result<(), ApiError> {
-    if b.catalog.is_admin(p) || b.catalog.is_auditor(p) {
+    if b.catalog().is_admin(p) || b.catalog().is_auditor(p) {
         Ok(())
     } else {
         Err(ApiError::client(
@@ -1193,6 +1198,72 @@ async fn audit_verify(
     require_auditor(&b, &p)?;
     let v = b.store.verify_audit().await?;
     Ok(Json(json!(v)))
+}
+
+/// Targets named in a path: a config name, never created by a client.
+fn target_name(raw: &str) -> Result<Name, ApiError> {
+    Ok(Name::parse("target", raw)?)
+}
+
+/// Reading a discovering target again (`elevate targets refresh`):
+/// admins only, since it calls the target's APIs.
+async fn refresh_target(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !b.catalog().is_admin(&p) {
+        return Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only admins may refresh a target",
+        ));
+    }
+    let summary = b.refresh_target(&target_name(&id)?).await?;
+    Ok(Json(json!(summary)))
+}
+
+/// Reconciling a target now (`elevate targets reconcile`): admins only,
+/// since with `reconcile = "remove"` it takes access away.
+async fn reconcile_target(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !b.catalog().is_admin(&p) {
+        return Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only admins may reconcile a target",
+        ));
+    }
+    let report = b.reconcile_target(&target_name(&id)?).await?;
+    Ok(Json(json!(report)))
+}
+
+/// The last reconciliation report of a target: admins and auditors.
+async fn last_reconciliation(
+    State(b): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_auditor(&b, &p)?;
+    let target = target_name(&id)?;
+    if !b.discovery.contains_key(&target) {
+        return Err(ApiError::client(
+            StatusCode::NOT_FOUND,
+            "not_discovering",
+            format!("\"{target}\" is not a target elevate reconciles"),
+        ));
+    }
+    match b.last_reconciliation(&target).await? {
+        Some(report) => Ok(Json(json!(report))),
+        None => Err(ApiError::client(
+            StatusCode::NOT_FOUND,
+            "not_reconciled",
+            format!("target \"{target}\" has not been reconciled yet"),
+        )),
+    }
 }
 
 async fn openapi() -> Response {

@@ -183,6 +183,33 @@ struct AwsStsSection {
     role_arns: BTreeMap<String, String>,
 }
 
+/// `[targets.identity_center]`: how an `aws-identity-center` target
+/// reaches IAM Identity Center, Organizations and the Identity Store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityCenterSection {
+    region: String,
+    endpoint_url: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    secret_access_key_file: Option<String>,
+    secret_access_key_env: Option<String>,
+    instance_arn: Option<String>,
+    identity_store_id: Option<String>,
+    /// The permission sets offered as roles; all when absent.
+    #[serde(default)]
+    permission_sets: Vec<String>,
+    #[serde(default)]
+    allow_management_account: bool,
+    poll_interval: Option<String>,
+    poll_timeout: Option<String>,
+    /// How often the OU tree and permission sets are read again.
+    refresh: Option<String>,
+    /// `report` (default), `remove` or `off`.
+    reconcile: Option<String>,
+    reconcile_every: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TargetEntry {
@@ -194,6 +221,7 @@ struct TargetEntry {
     resources: Vec<Spanned<ResourceEntry>>,
     postgres: Option<PostgresSection>,
     aws_sts: Option<AwsStsSection>,
+    identity_center: Option<IdentityCenterSection>,
     /// Roles auto-approval rules with `low_risk = true` may approve.
     #[serde(default)]
     low_risk_roles: Vec<String>,
@@ -399,6 +427,29 @@ pub enum TargetConnection {
     /// Only built with the `aws` feature; the loader refuses the kind
     /// otherwise.
     AwsSts(elevate_providers::sessions::AwsStsConfig),
+    /// Only built with the `aws` feature, like `AwsSts`.
+    AwsIdentityCenter(elevate_providers::identity_center::IdentityCenterConfig),
+}
+
+/// What reconciliation does with an assignment no grant accounts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconcileMode {
+    Off,
+    /// Record it in the audit trail (and so notify) and list it.
+    Report,
+    /// Report it and remove it from the target.
+    Remove,
+}
+
+/// How a target that discovers its resources keeps its inventory and
+/// checks for access given outside elevate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// How often the inventory is read again.
+    pub refresh: Span,
+    pub reconcile: ReconcileMode,
+    pub reconcile_every: Span,
 }
 
 #[derive(Debug, Clone)]
@@ -441,6 +492,8 @@ pub struct Config {
     pub oidc: Option<OidcSettings>,
     pub users: Vec<LocalUser>,
     pub connections: BTreeMap<Name, TargetConnection>,
+    /// Targets whose resources and roles come from the target itself.
+    pub discovery: BTreeMap<Name, Discovery>,
     pub warnings: Vec<Problem>,
     /// Where notifications go; empty when `[notifications]` is absent.
     pub notifications: crate::notify::Settings,
@@ -696,7 +749,10 @@ impl Checker {
                     );
                     continue;
                 };
-                if let Some(t) = target {
+                // A discovered target's accounts and OUs are known only
+                // once read from it; an id that names nothing there
+                // selects nothing (deny by default).
+                if let Some(t) = target.filter(|t| !t.discovered) {
                     if !t.resources.contains_key(&n) {
                         self.error(
                             line,
@@ -745,7 +801,7 @@ impl Checker {
         for (list, name) in [(&admins, "admins"), (&auditors, "auditors")] {
             self.check_subjects_known(None, name, list, &known_users, &known_groups);
         }
-        let (targets, connections) = self.targets(&file.targets, base);
+        let (targets, connections, discovery) = self.targets(&file.targets, base);
         let ticket_systems = self.ticket_systems(&file.ticket_systems, base);
         let default_max = file
             .limits
@@ -990,6 +1046,7 @@ impl Checker {
             oidc,
             users,
             connections,
+            discovery,
             warnings: Vec::new(),
             notifications: notifications?,
             targets,
@@ -1002,6 +1059,23 @@ impl Checker {
             ticket_systems,
         };
         self.check_approvability(&config);
+        // An assignment still in progress when the call limit (half the
+        // job lease) cuts the call off would be reported as an error
+        // rather than looked at again.
+        for (id, c) in &config.connections {
+            if let TargetConnection::AwsIdentityCenter(ic) = c {
+                if ic.poll_timeout.as_secs().saturating_mul(2) >= config.settings.job_lease.secs() {
+                    self.error(
+                        None,
+                        format!("targets \"{id}\" identity_center.poll_timeout"),
+                        format!(
+                            "must be below half of server.job_lease ({})",
+                            config.settings.job_lease
+                        ),
+                    );
+                }
+            }
+        }
         Some(config)
     }
 
@@ -1080,7 +1154,7 @@ impl Checker {
                 );
                 continue;
             };
-            if let Some(t) = target {
+            if let Some(t) = target.filter(|t| !t.discovered) {
                 if !t.roles.contains(&n) {
                     self.error(
                         line,
@@ -1302,9 +1376,14 @@ impl Checker {
         &mut self,
         entries: &[Spanned<TargetEntry>],
         base: Option<&Path>,
-    ) -> (BTreeMap<Name, Target>, BTreeMap<Name, TargetConnection>) {
+    ) -> (
+        BTreeMap<Name, Target>,
+        BTreeMap<Name, TargetConnection>,
+        BTreeMap<Name, Discovery>,
+    ) {
         let mut targets = BTreeMap::new();
         let mut connections = BTreeMap::new();
+        let mut discovery = BTreeMap::new();
         for (i, spanned) in entries.iter().enumerate() {
             let line = self.line_of(spanned);
             let t = spanned.get_ref();
@@ -1332,7 +1411,16 @@ impl Checker {
                     Err(e) => self.error(line, format!("{loc}roles[{j}]"), e.to_string()),
                 }
             }
-            if roles.is_empty() {
+            // Accounts and permission sets come from AWS: listing them in
+            // the file as well would be a second truth to keep in step.
+            let discovered = t.kind == "aws-identity-center";
+            if discovered && (!t.roles.is_empty() || !t.resources.is_empty()) {
+                self.error(
+                    line,
+                    loc.clone(),
+                    "an aws-identity-center target reads its accounts (resources) and permission sets (roles) from AWS; remove roles and resources",
+                );
+            } else if roles.is_empty() && !discovered {
                 self.error(
                     line,
                     format!("{loc}roles"),
@@ -1367,10 +1455,11 @@ impl Checker {
                         parent,
                         tags: r.tags.clone(),
                         description: r.description.clone(),
+                        not_grantable: None,
                     },
                 );
             }
-            if resources.is_empty() {
+            if resources.is_empty() && !discovered {
                 self.error(
                     line,
                     format!("{loc}resources"),
@@ -1427,6 +1516,16 @@ impl Checker {
                     format!("a {} target takes no [targets.aws_sts] section", t.kind),
                 );
             }
+            if !discovered && t.identity_center.is_some() {
+                self.error(
+                    line,
+                    format!("{loc}identity_center"),
+                    format!(
+                        "a {} target takes no [targets.identity_center] section",
+                        t.kind
+                    ),
+                );
+            }
             let connection = match (t.kind.as_str(), &t.postgres, &t.aws_sts) {
                 ("dry-run", _, _) => Some(TargetConnection::DryRun),
                 ("postgres", Some(pg), _) => self
@@ -1459,12 +1558,36 @@ impl Checker {
                     );
                     None
                 }
+                ("aws-identity-center", _, _) if !cfg!(feature = "aws") => {
+                    self.error(
+                        line,
+                        format!("{loc}kind"),
+                        "this build of elevate lacks AWS support (built without the `aws` feature); kind \"aws-identity-center\" is not available",
+                    );
+                    None
+                }
+                ("aws-identity-center", _, _) => match &t.identity_center {
+                    Some(section) => self
+                        .identity_center(line, &loc, section, base)
+                        .map(|(config, found)| {
+                            discovery.insert(id.clone(), found);
+                            TargetConnection::AwsIdentityCenter(config)
+                        }),
+                    None => {
+                        self.error(
+                            line,
+                            loc.clone(),
+                            "an aws-identity-center target needs a [targets.identity_center] section",
+                        );
+                        None
+                    }
+                },
                 (other, _, _) => {
                     self.error(
                         line,
                         format!("{loc}kind"),
                         format!(
-                            "unknown target kind \"{other}\" (known: postgres, aws-sts, dry-run)"
+                            "unknown target kind \"{other}\" (known: postgres, aws-sts, aws-identity-center, dry-run)"
                         ),
                     );
                     None
@@ -1476,7 +1599,10 @@ impl Checker {
             let mut low_risk_roles = BTreeSet::new();
             for (j, r) in t.low_risk_roles.iter().enumerate() {
                 match Name::parse("role", r) {
-                    Ok(n) if roles.contains(&n) => {
+                    // A discovered target's permission sets are known
+                    // only once read; one that does not exist matches
+                    // nothing.
+                    Ok(n) if roles.contains(&n) || discovered => {
                         low_risk_roles.insert(n);
                     }
                     Ok(_) => self.error(
@@ -1496,10 +1622,11 @@ impl Checker {
                     roles,
                     low_risk_roles,
                     resources,
+                    discovered,
                 },
             );
         }
-        (targets, connections)
+        (targets, connections, discovery)
     }
 
     /// A secret given inline, in a file or in an environment variable
@@ -2169,6 +2296,156 @@ impl Checker {
             max_session_secs,
             keys,
             role_arns: aws.role_arns.clone(),
+        })
+    }
+
+    /// `[targets.identity_center]`: a region, keys or the default chain,
+    /// bounded polling, how often to read the tree and to reconcile.
+    fn identity_center(
+        &mut self,
+        line: Option<usize>,
+        loc: &str,
+        ic: &IdentityCenterSection,
+        base: Option<&Path>,
+    ) -> Option<(
+        elevate_providers::identity_center::IdentityCenterConfig,
+        Discovery,
+    )> {
+        use elevate_providers::sessions::StaticKeys;
+        let prefix = format!("{loc}identity_center.");
+        let mut ok = true;
+        if ic.region.trim().is_empty() {
+            self.error(line, format!("{prefix}region"), "must not be empty");
+            ok = false;
+        }
+        if let Some(u) = &ic.endpoint_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                self.error(
+                    line,
+                    format!("{prefix}endpoint_url"),
+                    format!("\"{u}\" is not an http(s) URL"),
+                );
+                ok = false;
+            }
+        }
+        if let Some(arn) = &ic.instance_arn {
+            if !arn.starts_with("arn:") || !arn.contains(":instance/") {
+                self.error(
+                    line,
+                    format!("{prefix}instance_arn"),
+                    format!("\"{arn}\" is not an IAM Identity Center instance ARN (arn:aws:sso:::instance/ssoins-…)"),
+                );
+                ok = false;
+            }
+        }
+        for (i, name) in ic.permission_sets.iter().enumerate() {
+            if Name::parse("permission set", name).is_err() {
+                self.error(
+                    line,
+                    format!("{prefix}permission_sets[{i}]"),
+                    format!("\"{name}\" is not a permission set name"),
+                );
+                ok = false;
+            }
+        }
+        // A span within bounds, or the default; `None` after an error.
+        let mut bounded =
+            |field: &'static str, raw: &Option<String>, default: u64, min: u64, max: u64, what: &str| {
+                let span = match raw {
+                    Some(raw) => self.span(line, &prefix, field, raw)?,
+                    None => Span::from_secs(default),
+                };
+                if (min..=max).contains(&span.secs()) {
+                    Some(span)
+                } else {
+                    self.error(line, format!("{prefix}{field}"), format!("must be {what}"));
+                    None
+                }
+            };
+        let poll_interval = bounded("poll_interval", &ic.poll_interval, 2, 1, 60, "between 1s and 1m");
+        let poll_timeout = bounded(
+            "poll_timeout",
+            &ic.poll_timeout,
+            20,
+            1,
+            1800,
+            "between 1s and 30m (and below half of server.job_lease)",
+        );
+        let refresh = bounded("refresh", &ic.refresh, 15 * 60, 60, 7 * 86_400, "between 1m and 7d");
+        let reconcile_every = bounded(
+            "reconcile_every",
+            &ic.reconcile_every,
+            3600,
+            60,
+            7 * 86_400,
+            "between 1m and 7d",
+        );
+        let reconcile = match ic.reconcile.as_deref() {
+            None | Some("report") => Some(ReconcileMode::Report),
+            Some("remove") => Some(ReconcileMode::Remove),
+            Some("off") => Some(ReconcileMode::Off),
+            Some(other) => {
+                self.error(
+                    line,
+                    format!("{prefix}reconcile"),
+                    format!("\"{other}\" is not one of report, remove, off"),
+                );
+                None
+            }
+        };
+        let secret = self.secret(
+            line,
+            &prefix,
+            "secret_access_key",
+            [
+                &ic.secret_access_key,
+                &ic.secret_access_key_file,
+                &ic.secret_access_key_env,
+            ],
+            base,
+        )?;
+        let keys = match (&ic.access_key_id, secret) {
+            (Some(id), Some(secret)) => Some(StaticKeys {
+                access_key_id: id.clone(),
+                secret_access_key: secret,
+            }),
+            (None, None) => None,
+            _ => {
+                self.error(
+                    line,
+                    format!("{prefix}access_key_id"),
+                    "give access_key_id together with a secret_access_key (or neither, for the default AWS credential chain)",
+                );
+                ok = false;
+                None
+            }
+        };
+        let (poll_interval, poll_timeout, refresh, reconcile_every, reconcile) = (
+            poll_interval?,
+            poll_timeout?,
+            refresh?,
+            reconcile_every?,
+            reconcile?,
+        );
+        ok.then(|| {
+            (
+                elevate_providers::identity_center::IdentityCenterConfig {
+                    region: ic.region.trim().to_owned(),
+                    endpoint_url: ic.endpoint_url.clone(),
+                    keys,
+                    instance_arn: ic.instance_arn.clone(),
+                    identity_store_id: ic.identity_store_id.clone(),
+                    permission_sets: ic.permission_sets.clone(),
+                    allow_management_account: ic.allow_management_account,
+                    poll_interval: std::time::Duration::from_secs(poll_interval.secs()),
+                    poll_timeout: std::time::Duration::from_secs(poll_timeout.secs()),
+                },
+                Discovery {
+                    refresh,
+                    reconcile,
+                    reconcile_every,
+                },
+            )
         })
     }
 

@@ -46,7 +46,16 @@ const IDLE_RECHECK: Duration = Duration::from_secs(2);
 
 pub struct Broker {
     pub store: Store,
-    pub catalog: Arc<Catalog>,
+    /// What exists and who may do what. Replaced whole when a
+    /// discovering target's inventory changes (see `discovery.rs`);
+    /// readers take the current one with [`Broker::catalog`] and keep it
+    /// for the whole decision.
+    pub catalog_now: std::sync::RwLock<Arc<Catalog>>,
+    /// Targets that discover their resources, with their schedules.
+    pub discovery: BTreeMap<Name, crate::config::Discovery>,
+    /// When the inventory installed here of each discovering target was
+    /// read (to notice a newer one stored by another replica).
+    pub inventory_seen: std::sync::Mutex<BTreeMap<Name, Timestamp>>,
     pub directory: Directory,
     /// The identity provider, when one is configured.
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
@@ -242,9 +251,9 @@ impl Broker {
                 None
             }
             Some(s) => {
-                if s > now + self.catalog.limits.max_schedule_ahead.as_chrono() {
+                if s > now + self.catalog().limits.max_schedule_ahead.as_chrono() {
                     return Err(DomainError::StartTooFar(
-                        self.catalog.limits.max_schedule_ahead.to_string(),
+                        self.catalog().limits.max_schedule_ahead.to_string(),
                     )
                     .into());
                 }
@@ -261,7 +270,8 @@ impl Broker {
             break_glass: input.break_glass,
             check_step_up: true,
         };
-        let permit = self.catalog.permit(who, ask, now)?;
+        let catalog = self.catalog();
+        let permit = catalog.permit(who, ask, now)?;
         let eligibility = permit.eligibility;
         eligibility.check_ticket(ticket.as_ref())?;
         let window_end = start.unwrap_or(now) + duration.as_chrono();
@@ -275,7 +285,7 @@ impl Broker {
             )
             .into());
         }
-        let requirement = self.catalog.approval_requirement(&target, &resource, &role);
+        let requirement = self.catalog().approval_requirement(&target, &resource, &role);
         let approval = if eligibility.approval_required && !input.break_glass {
             Some(requirement.as_ref().ok_or(DomainError::NoApprovalPolicy)?)
         } else {
@@ -284,7 +294,7 @@ impl Broker {
         // Rules only approve what the eligibility above already permitted
         // and what needs approval; never break-glass (see
         // `Catalog::auto_approval` for the other limits).
-        let auto_approval = approval.and_then(|_| self.catalog.auto_approval(who, ask, start, now));
+        let auto_approval = approval.and_then(|_| self.catalog().auto_approval(who, ask, start, now));
         let provider = self.provider(&target)?;
         // Asked last, once everything cheap has passed, and before the write
         // transaction: a slow ticket system must not hold other writers.
@@ -315,10 +325,30 @@ impl Broker {
         if let Some(e) = &who.email {
             spec.email = Some(e.as_str().to_owned());
         }
-        let key = provider.grant_key(&spec);
+        // Asked before the write transaction, like the ticket system: a
+        // user the target does not know is told now, not after approval.
+        let account = provider.prepare(&spec).await.map_err(|e| match e {
+            ProviderError::Permanent(m) => ApiError::client(
+                reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+                "target_refused",
+                format!("target \"{}\" cannot grant this: {m}", spec.target),
+            ),
+            ProviderError::Retryable(m) => ApiError::client(
+                reqwest::StatusCode::FAILED_DEPENDENCY,
+                "target_unavailable",
+                format!(
+                    "target \"{}\" could not be asked about this request ({m}); try again later",
+                    spec.target
+                ),
+            ),
+        })?;
+        let key = provider.grant_key(&GrantSpec {
+            account: account.clone(),
+            ..spec
+        });
         let mut tx = self.store.begin().await?;
         self.persist(&mut tx, &change, &key, now).await?;
-        if let Some(account) = provider.account(&spec) {
+        if let Some(account) = account {
             tx.set_account(&change.request.id, &account).await?;
         }
         tx.commit().await?;
@@ -342,8 +372,9 @@ impl Broker {
         duration: Span,
         ticket: Option<&Ticket>,
         now: Timestamp,
-    ) -> Result<&Eligibility, ApiError> {
-        let permit = self.catalog.permit(
+    ) -> Result<Eligibility, ApiError> {
+        let catalog = self.catalog();
+        let permit = catalog.permit(
             who,
             Ask {
                 target: &pr.target,
@@ -357,7 +388,7 @@ impl Broker {
             now,
         )?;
         permit.eligibility.check_ticket(ticket)?;
-        Ok(permit.eligibility)
+        Ok(permit.eligibility.clone())
     }
 
     /// Asks the eligibility's ticket system, if it names one, whether
@@ -386,7 +417,7 @@ impl Broker {
     /// and, once `r` was escalated, their fallback approvers (`escalate_to`)
     /// too. `None` when no policy covers it.
     pub fn requirement_of(&self, r: &Request) -> Option<ApprovalRequirement> {
-        self.catalog
+        self.catalog()
             .approval_requirement(&r.target, &r.resource, &r.role)
             .map(|q| q.with_escalation(r.escalated_at.is_some()))
     }
@@ -414,8 +445,8 @@ impl Broker {
         r: &Request,
         now: Timestamp,
     ) -> Result<(), String> {
-        let permit = self
-            .catalog
+        let catalog = self.catalog();
+        let permit = catalog
             .permit(
                 requester,
                 Ask {
@@ -453,8 +484,8 @@ impl Broker {
     /// escalated). Others are told it does not exist.
     pub fn can_see(&self, who: &Principal, r: &Request) -> bool {
         r.requester == who.name
-            || self.catalog.is_admin(who)
-            || self.catalog.is_auditor(who)
+            || self.catalog().is_admin(who)
+            || self.catalog().is_auditor(who)
             || self.requirement_of(r).is_some_and(|req| req.allows(who))
     }
 
@@ -499,7 +530,7 @@ impl Broker {
         let requirement = self.requirement_of(r).ok_or(DomainError::NotApprover)?;
         // Only an approver in scope learns that a step-up is needed.
         if requirement.step_up && requirement.allows(who) && r.requester != who.name {
-            self.catalog.step_up.check(who.auth.as_ref(), now)?;
+            self.catalog().step_up.check(who.auth.as_ref(), now)?;
         }
         let mut change = stored
             .request
@@ -608,7 +639,7 @@ impl Broker {
     ) -> Result<StoredRequest, ApiError> {
         self.decide(who, id, None, |r, requirement, now| {
             let allowed = r.requester == who.name
-                || self.catalog.is_admin(who)
+                || self.catalog().is_admin(who)
                 || requirement.is_some_and(|req| req.allows(who));
             if !allowed {
                 return Err(DomainError::Forbidden.into());
@@ -624,7 +655,7 @@ impl Broker {
         id: &RequestId,
         comment: Comment,
     ) -> Result<StoredRequest, ApiError> {
-        let is_admin = self.catalog.is_admin(who);
+        let is_admin = self.catalog().is_admin(who);
         self.decide(who, id, None, |r, requirement, now| {
             Ok(r.acknowledge(who, requirement, is_admin, comment, now)?)
         })
@@ -658,7 +689,7 @@ impl Broker {
             pr.check_extendable(who)?;
             let eligibility =
                 self.extension_eligibility(who, pr, duration, ticket.as_ref(), now)?;
-            self.confirm_ticket(eligibility, ticket.as_ref()).await?
+            self.confirm_ticket(&eligibility, ticket.as_ref()).await?
         };
         let mut tx = self.store.begin().await?;
         let parent = self.load_visible(&mut tx, who, id).await?;
@@ -681,7 +712,7 @@ impl Broker {
             }
         }
         let requirement = self
-            .catalog
+            .catalog()
             .approval_requirement(&pr.target, &pr.resource, &pr.role);
         let approval = if eligibility.approval_required {
             Some(requirement.as_ref().ok_or(DomainError::NoApprovalPolicy)?)
@@ -788,9 +819,9 @@ impl Broker {
     /// recorded.
     pub async fn run_followups_once(&self, now: Timestamp) -> Result<usize, ApiError> {
         let mut recorded = 0;
-        if self.catalog.has_followups() {
+        if self.catalog().has_followups() {
             let earliest = |pick: fn(&elevate_core::policy::ApprovalPolicy) -> Option<Span>| {
-                self.catalog.approval_policies.iter().filter_map(pick).min()
+                self.catalog().approval_policies.iter().filter_map(pick).min()
             };
             if let Some(after) = earliest(|p| p.remind_after) {
                 recorded += self
@@ -840,7 +871,7 @@ impl Broker {
             let due: Vec<RequestId> = page
                 .into_iter()
                 .filter(|s| {
-                    self.catalog
+                    self.catalog()
                         .approval_requirement(
                             &s.request.target,
                             &s.request.resource,
@@ -863,7 +894,7 @@ impl Broker {
                     let Some(current) = tx.get_request(&id).await? else {
                         continue;
                     };
-                    let Some(requirement) = self.catalog.approval_requirement(
+                    let Some(requirement) = self.catalog().approval_requirement(
                         &current.request.target,
                         &current.request.resource,
                         &current.request.role,

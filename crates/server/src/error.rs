@@ -41,6 +41,7 @@ impl ApiError {
                 DomainError::UnknownTarget(_)
                 | DomainError::UnknownResource { .. }
                 | DomainError::UnknownRole { .. }
+                | DomainError::NotGrantable { .. }
                 | DomainError::DurationTooLong { .. }
                 | DomainError::DurationTooShort { .. }
                 | DomainError::TicketRequired

@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod dev;
+pub mod discovery;
 pub mod engine;
 pub mod error;
 pub mod identity;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use anyhow::Context;
 use elevate_providers::dry_run::DryRun;
 use elevate_providers::postgres::PostgresProvider;
+use elevate_core::values::Name;
 use elevate_providers::Provider;
 use elevate_store::Store;
 use tokio::net::TcpListener;
@@ -169,9 +171,15 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
                     .await
                     .map_err(|e| anyhow::anyhow!("target {id}: {e}"))?,
             ),
-            // The config loader refuses the kind in a build without AWS.
+            #[cfg(feature = "aws")]
+            TargetConnection::AwsIdentityCenter(ic) => Arc::new(
+                elevate_providers::aws_identity_center::AwsIdentityCenter::new(ic.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("target {id}: {e}"))?,
+            ),
+            // The config loader refuses the kinds in a build without AWS.
             #[cfg(not(feature = "aws"))]
-            TargetConnection::AwsSts(_) => {
+            TargetConnection::AwsSts(_) | TargetConnection::AwsIdentityCenter(_) => {
                 anyhow::bail!("target {id}: this build of elevate lacks AWS support")
             }
         };
@@ -179,7 +187,9 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
     }
     Ok(Broker {
         store,
-        catalog,
+        catalog_now: std::sync::RwLock::new(catalog),
+        discovery: config.discovery.clone(),
+        inventory_seen: std::sync::Mutex::new(BTreeMap::new()),
         directory: Directory::new(config.users.clone()),
         oidc,
         public_url: config
@@ -217,7 +227,18 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
 }
 
 /// Starts elevate on `listener` (or on the configured address).
-pub async fn start(mut config: Config, listener: Option<TcpListener>) -> anyhow::Result<Running> {
+pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Running> {
+    start_with(config, listener, BTreeMap::new()).await
+}
+
+/// Like [`start`], with some targets' providers given instead of built
+/// from the config: tests put a fault-injecting wrapper around a real
+/// client this way.
+pub async fn start_with(
+    mut config: Config,
+    listener: Option<TcpListener>,
+    providers: BTreeMap<Name, Arc<dyn Provider>>,
+) -> anyhow::Result<Running> {
     let listener = match listener {
         Some(l) => l,
         None => TcpListener::bind(config.settings.listen)
@@ -229,7 +250,12 @@ pub async fn start(mut config: Config, listener: Option<TcpListener>) -> anyhow:
     if config.settings.public_url.is_none() {
         config.settings.public_url = Some(format!("http://{addr}"));
     }
-    let broker = Arc::new(build_broker(&config).await?);
+    let mut broker = build_broker(&config).await?;
+    broker.providers.extend(providers);
+    // Listings and decisions work from the last known tree at once; the
+    // discovery loop reads the targets again in the background.
+    discovery::load_stored(&broker).await;
+    let broker = Arc::new(broker);
     let (stop, rx) = watch::channel(false);
     let shutdown = Shutdown(rx);
     let mut tasks = JoinSet::new();
@@ -278,6 +304,7 @@ pub async fn start(mut config: Config, listener: Option<TcpListener>) -> anyhow:
     tasks.spawn(notify::run::run_planner(broker.clone(), shutdown.clone()));
     tasks.spawn(notify::run::run_webhooks(broker.clone(), shutdown.clone()));
     tasks.spawn(notify::run::run_sender(broker.clone(), shutdown.clone()));
+    tasks.spawn(discovery::run_discovery(broker.clone(), shutdown.clone()));
     let app = api::router(broker.clone(), config.settings.max_body_bytes);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {

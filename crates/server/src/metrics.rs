@@ -25,6 +25,9 @@ pub struct Metrics {
     /// Notification attempts by (channel kind, outcome) made by this
     /// process: `sent`, `retry`, `abandoned`.
     notifications: Mutex<BTreeMap<(String, String), u64>>,
+    /// Per discovering target: assignments the last reconciliation found
+    /// that no grant accounts for (and that are still there).
+    unmanaged: Mutex<BTreeMap<String, u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -61,6 +64,11 @@ impl Metrics {
             &self.notifications,
             (channel.to_owned(), outcome.to_owned()),
         );
+    }
+    pub fn unmanaged_assignments(&self, target: &str, count: usize) {
+        if let Ok(mut m) = self.unmanaged.lock() {
+            m.insert(target.to_owned(), count as u64);
+        }
     }
     pub fn scheduler_error(&self) {
         self.scheduler_errors.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +195,17 @@ impl Metrics {
                     "elevate_notification_outcomes_total{{channel=\"{}\",outcome=\"{}\"}} {n}",
                     label(channel),
                     label(outcome)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP elevate_unmanaged_assignments Assignments of elevate-managed roles that no grant accounts for, as the last reconciliation on this process found them.");
+        let _ = writeln!(out, "# TYPE elevate_unmanaged_assignments gauge");
+        if let Ok(m) = self.unmanaged.lock() {
+            for (target, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "elevate_unmanaged_assignments{{target=\"{}\"}} {n}",
+                    label(target)
                 );
             }
         }

@@ -258,7 +258,7 @@ async fn login(State(b): State<AppState>, RawQuery(q): RawQuery) -> Response {
         ("code_challenge_method", "S256".to_owned()),
     ];
     if step_up {
-        let rule = &b.catalog.step_up;
+        let rule = &b.catalog().step_up;
         if !rule.acr_values.is_empty() {
             params.push(("acr_values", rule.acr_values.join(" ")));
         }
@@ -412,7 +412,7 @@ async fn callback(
         Err(e) => return failed(e.status(), &e.message()),
     };
     if flow.step_up {
-        if let Err(e) = b.catalog.step_up.check(principal.auth.as_ref(), now) {
+        if let Err(e) = b.catalog().step_up.check(principal.auth.as_ref(), now) {
             return failed(StatusCode::UNAUTHORIZED, &format!("{e}"));
         }
     }

@@ -204,6 +204,19 @@ const TABLES: &[Table] = &[
         columns: &[("name", Text), ("value", Text)],
         key: &["name"],
     },
+    Table {
+        name: "inventories",
+        columns: &[
+            ("target", Text),
+            ("doc", Text),
+            ("refreshed_at", Int),
+            ("failed_at", Int),
+            ("last_error", Text),
+            ("reconciled_at", Int),
+            ("reconciliation", Text),
+        ],
+        key: &["target"],
+    },
 ];
 
 /// The table whose rows a destination may already hold (see the module

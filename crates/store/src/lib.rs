@@ -20,6 +20,7 @@ pub mod audit;
 pub mod copy;
 pub mod followups;
 pub mod identity;
+pub mod inventory;
 pub mod outbox;
 mod schema;
 

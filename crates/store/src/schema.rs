@@ -156,6 +156,20 @@ const MIGRATIONS: &[&str] = &[
         name  TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 6: what targets that discover their resources found (inventory.rs):
+    // the last good inventory of each (JSON), when it was read, and the
+    // last failed attempt since, so a restart or another replica lists
+    // resources at once without asking the target; and the last
+    // reconciliation report.
+    "CREATE TABLE inventories (
+        target       TEXT PRIMARY KEY,
+        doc          TEXT NOT NULL,
+        refreshed_at INTEGER NOT NULL,
+        failed_at    INTEGER,
+        last_error   TEXT,
+        reconciled_at  INTEGER,
+        reconciliation TEXT
+    );",
 ];
 
 pub async fn migrate(conn: &mut AnyConnection, engine: Engine) -> Result<()> {

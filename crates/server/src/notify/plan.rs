@@ -161,7 +161,7 @@ pub async fn plan(
                         Role::Approver
                     },
                 ),
-                Audience::Admins => (b.catalog.admins.clone(), Role::Admin),
+                Audience::Admins => (b.catalog().admins.clone(), Role::Admin),
                 Audience::Escalation => (
                     subjects_in(&rec.details, "escalate_to"),
                     if deciding {

@@ -150,7 +150,8 @@ async fn list(State(b): State<AppState>, v: Viewer, RawQuery(query): RawQuery) -
 
 fn row<'a>(b: &Broker, v: &Viewer, s: &'a StoredRequest) -> Row<'a> {
     let r = &s.request;
-    let target = b.catalog.targets.get(&r.target);
+    let catalog = b.catalog();
+    let target = catalog.targets.get(&r.target);
     let revocable = match &r.state {
         RState::Scheduled { .. } => true,
         RState::Approved { window } | RState::Active { window, .. } => window.ends_at > Utc::now(),
@@ -158,7 +159,7 @@ fn row<'a>(b: &Broker, v: &Viewer, s: &'a StoredRequest) -> Row<'a> {
     };
     let may = r.requester == v.p.name
         || v.admin
-        || b.catalog
+        || b.catalog()
             .approval_requirement(&r.target, &r.resource, &r.role)
             .is_some_and(|q| q.allows(&v.p));
     Row {

@@ -95,7 +95,7 @@ async fn overview(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery)
     let query = query_of(raw);
     let filter = query.text("q");
     let needle = filter.as_deref().map(str::to_lowercase);
-    let c = &b.catalog;
+    let c = &b.catalog();
     let now = Utc::now();
     let resource_total: usize = c.targets.values().map(|t| t.resources.len()).sum();
 
@@ -506,7 +506,7 @@ fn refused(
         title,
         html! {
             p.notice.error role="alert" { (message) }
-            (questions(&b.catalog, Some(asked), None))
+            (questions(&b.catalog(), Some(asked), None))
         },
     )
 }
@@ -523,7 +523,7 @@ async fn who(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery) -> R
             Some(&v),
             Nav::Admin,
             title,
-            questions(&b.catalog, None, None),
+            questions(&b.catalog(), None, None),
         );
     }
     let mut parsed = Vec::new();
@@ -559,7 +559,7 @@ async fn who(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery) -> R
             )
         }
     };
-    let c = &b.catalog;
+    let c = &b.catalog();
     let t = match c.resolve(&target, &resource, &role) {
         Ok((t, _)) => t,
         Err(e) => {
@@ -852,7 +852,7 @@ async fn user(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery) -> 
             Some(&v),
             Nav::Admin,
             title,
-            questions(&b.catalog, None, None),
+            questions(&b.catalog(), None, None),
         );
     };
     let user_refused = |status: StatusCode, heading: &str, message: &str| {
@@ -863,7 +863,7 @@ async fn user(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery) -> 
             heading,
             html! {
                 p.notice.error role="alert" { (message) }
-                (questions(&b.catalog, None, Some(&raw_name)))
+                (questions(&b.catalog(), None, Some(&raw_name)))
             },
         )
     };
@@ -892,7 +892,7 @@ async fn user(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery) -> 
         }
         Err(e) => return error_page(Some(&v), &e),
     };
-    let c = &b.catalog;
+    let c = &b.catalog();
     let now = Utc::now();
     let configured = b.directory.get(&name).is_some();
     let filter = asked.text("q");

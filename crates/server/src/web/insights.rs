@@ -167,7 +167,7 @@ async fn gather(
         out.all.add(granted);
         out.targets.add(r.target.as_str(), granted);
         let path = b
-            .catalog
+            .catalog()
             .targets
             .get(&r.target)
             .map_or_else(|| r.resource.to_string(), |t| t.path(&r.resource));

@@ -83,8 +83,8 @@ impl FromRequestParts<AppState> for Viewer {
     async fn from_request_parts(parts: &mut Parts, b: &AppState) -> Result<Self, Response> {
         match crate::web_auth::session_of(b, &parts.headers).await {
             Ok(Some((p, csrf))) => Ok(Viewer {
-                admin: b.catalog.is_admin(&p),
-                auditor: b.catalog.is_auditor(&p),
+                admin: b.catalog().is_admin(&p),
+                auditor: b.catalog().is_auditor(&p),
                 p,
                 csrf,
             }),
@@ -104,8 +104,8 @@ impl FromRequestParts<AppState> for Viewer {
 pub async fn viewer_of(b: &AppState, headers: &HeaderMap) -> Option<Viewer> {
     match crate::web_auth::session_of(b, headers).await {
         Ok(Some((p, csrf))) => Some(Viewer {
-            admin: b.catalog.is_admin(&p),
-            auditor: b.catalog.is_auditor(&p),
+            admin: b.catalog().is_admin(&p),
+            auditor: b.catalog().is_auditor(&p),
             p,
             csrf,
         }),

@@ -61,7 +61,7 @@ async fn choose(State(b): State<AppState>, v: Viewer, RawQuery(q): RawQuery) -> 
     let filter = BrowseFilter::from_input(text, target, role, tag);
     let offset = (page_no - 1).saturating_mul(PAGE_SIZE);
     let found = b
-        .catalog
+        .catalog()
         .browse_eligible(&v.p, Utc::now(), &filter, offset, PAGE_SIZE);
     let last_page = found.total.div_ceil(PAGE_SIZE).max(1);
     let enc = crate::oidc::url_encode;
@@ -209,7 +209,7 @@ fn choice_of(b: &AppState, v: &Viewer, q: &Form) -> Result<EligibleRole, Box<Res
             "Choose what to request from the list first (target, resource and role are missing).",
         )));
     };
-    b.catalog
+    b.catalog()
         .eligible_role(&v.p, Utc::now(), target, resource, role)
         .ok_or_else(|| {
             Box::new(super::message_page(
@@ -258,9 +258,9 @@ fn render_form(
         }
     };
     let requirement = b
-        .catalog
+        .catalog()
         .approval_requirement(&e.target, &e.resource, &e.role);
-    let min = b.catalog.limits.min_duration;
+    let min = b.catalog().limits.min_duration;
     let body = html! {
         dl.kv {
             dt { "Target" } dd { (e.target) " (" (e.target_kind) ")" @if e.dry_run { " " span.badge { "dry-run: nothing real is changed" } } }

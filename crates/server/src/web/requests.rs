@@ -38,7 +38,7 @@ const RECENT_ENDED: i64 = 50;
 /// Where a request's resource sits, e.g. `prod/orders`.
 pub(super) fn resource_path(b: &Broker, s: &StoredRequest) -> String {
     let r = &s.request;
-    b.catalog
+    b.catalog()
         .targets
         .get(&r.target)
         .map_or_else(|| r.resource.to_string(), |t| t.path(&r.resource))
@@ -118,7 +118,7 @@ async fn awaiting_review(b: &Broker, v: &Viewer) -> Result<Vec<StoredRequest>, A
         .filter(|s| {
             s.request.review == Review::Awaiting
                 && (v.admin
-                    || b.catalog
+                    || b.catalog()
                         .approval_requirement(
                             &s.request.target,
                             &s.request.resource,
@@ -372,7 +372,8 @@ async fn detail(
     let pending = matches!(r.state, RState::Pending { .. });
     let running = matches!(r.state, RState::Active { .. } | RState::Approved { .. });
     let done = q.get("done");
-    let target = b.catalog.targets.get(&r.target);
+    let catalog = b.catalog();
+    let target = catalog.targets.get(&r.target);
     let body = html! {
         (watcher(&format!("requests/{}", r.id), &fingerprint_of(std::slice::from_ref(&s))))
         @if q.get("created").is_some() {

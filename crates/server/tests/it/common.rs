@@ -254,10 +254,23 @@ impl TestApp {
     /// Starts elevate in-process on `listener` (bound by the caller, so
     /// its address can be given to a peer first).
     pub async fn start_on(config_text: &str, listener: tokio::net::TcpListener) -> Result<TestApp> {
+        Self::start_with(config_text, listener, Default::default()).await
+    }
+
+    /// Starts elevate with some targets' providers given (tests wrap a
+    /// real client in a fault injector this way).
+    pub async fn start_with(
+        config_text: &str,
+        listener: tokio::net::TcpListener,
+        providers: std::collections::BTreeMap<
+            elevate_core::values::Name,
+            std::sync::Arc<dyn elevate_providers::Provider>,
+        >,
+    ) -> Result<TestApp> {
         let config = Config::parse(config_text, None)
             .map_err(|p| anyhow::anyhow!("test config invalid: {p:?}"))?;
         let db_url = config.settings.database.clone();
-        let running = elevate::start(config, Some(listener)).await?;
+        let running = elevate::start_with(config, Some(listener), providers).await?;
         Ok(TestApp {
             url: format!("http://{}", running.addr),
             db_url,

@@ -118,9 +118,18 @@ mod tests {
         }))
         .unwrap();
         let text = report(&v);
-        assert!(text.contains("3 assignments of Admin checked (remove); 2 not given through elevate"), "{text}");
-        assert!(text.contains("111122223333 (payments prod)  Admin  USER mallory  [removed]"), "{text}");
-        assert!(text.contains("111122223334  Admin  GROUP g-1  [removal failed: AccessDenied]"), "{text}");
+        assert!(
+            text.contains("3 assignments of Admin checked (remove); 2 not given through elevate"),
+            "{text}"
+        );
+        assert!(
+            text.contains("111122223333 (payments prod)  Admin  USER mallory  [removed]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("111122223334  Admin  GROUP g-1  [removal failed: AccessDenied]"),
+            "{text}"
+        );
         let clean: ReportView = serde_json::from_value(serde_json::json!({
             "target": "aws", "mode": "report", "roles": [], "assignments": 0, "unmanaged": []
         }))

@@ -82,10 +82,20 @@ fn inventory() -> Inventory {
     let mut account = 0u64;
     for a in 0..4 {
         let top = format!("ou-ab12-{a:08}");
-        resources.push(found(top.clone(), Some("r-ab12".into()), format!("division-{a}"), "ou"));
+        resources.push(found(
+            top.clone(),
+            Some("r-ab12".into()),
+            format!("division-{a}"),
+            "ou",
+        ));
         for b in 0..5 {
             let ou = format!("ou-ab12-{a}{b:07}");
-            resources.push(found(ou.clone(), Some(top.clone()), format!("team-{a}-{b}"), "ou"));
+            resources.push(found(
+                ou.clone(),
+                Some(top.clone()),
+                format!("team-{a}-{b}"),
+                "ou",
+            ));
             for _ in 0..ACCOUNTS_PER_OU {
                 let mut r = found(
                     format!("{:012}", 200_000_000_000 + account),
@@ -93,8 +103,12 @@ fn inventory() -> Inventory {
                     format!("workload-{account:04}"),
                     "account",
                 );
-                r.tags.insert("env".into(), ["prod", "staging", "dev"][account as usize % 3].into());
-                r.tags.insert("team".into(), format!("t{:02}", account % 20));
+                r.tags.insert(
+                    "env".into(),
+                    ["prod", "staging", "dev"][account as usize % 3].into(),
+                );
+                r.tags
+                    .insert("team".into(), format!("t{:02}", account % 20));
                 resources.push(r);
                 account += 1;
             }
@@ -195,7 +209,12 @@ fn main() -> Result<()> {
             0,
             50,
         ),
-        ("last_page", BrowseFilter::default(), everything.saturating_sub(50), 50),
+        (
+            "last_page",
+            BrowseFilter::default(),
+            everything.saturating_sub(50),
+            50,
+        ),
         ("whole_list", BrowseFilter::default(), 0, usize::MAX),
     ] {
         let mut ms = Vec::new();

@@ -1567,12 +1567,13 @@ impl Checker {
                     None
                 }
                 ("aws-identity-center", _, _) => match &t.identity_center {
-                    Some(section) => self
-                        .identity_center(line, &loc, section, base)
-                        .map(|(config, found)| {
-                            discovery.insert(id.clone(), found);
-                            TargetConnection::AwsIdentityCenter(config)
-                        }),
+                    Some(section) => {
+                        self.identity_center(line, &loc, section, base)
+                            .map(|(config, found)| {
+                                discovery.insert(id.clone(), found);
+                                TargetConnection::AwsIdentityCenter(config)
+                            })
+                    }
                     None => {
                         self.error(
                             line,
@@ -2349,20 +2350,31 @@ impl Checker {
             }
         }
         // A span within bounds, or the default; `None` after an error.
-        let mut bounded =
-            |field: &'static str, raw: &Option<String>, default: u64, min: u64, max: u64, what: &str| {
-                let span = match raw {
-                    Some(raw) => self.span(line, &prefix, field, raw)?,
-                    None => Span::from_secs(default),
-                };
-                if (min..=max).contains(&span.secs()) {
-                    Some(span)
-                } else {
-                    self.error(line, format!("{prefix}{field}"), format!("must be {what}"));
-                    None
-                }
+        let mut bounded = |field: &'static str,
+                           raw: &Option<String>,
+                           default: u64,
+                           min: u64,
+                           max: u64,
+                           what: &str| {
+            let span = match raw {
+                Some(raw) => self.span(line, &prefix, field, raw)?,
+                None => Span::from_secs(default),
             };
-        let poll_interval = bounded("poll_interval", &ic.poll_interval, 2, 1, 60, "between 1s and 1m");
+            if (min..=max).contains(&span.secs()) {
+                Some(span)
+            } else {
+                self.error(line, format!("{prefix}{field}"), format!("must be {what}"));
+                None
+            }
+        };
+        let poll_interval = bounded(
+            "poll_interval",
+            &ic.poll_interval,
+            2,
+            1,
+            60,
+            "between 1s and 1m",
+        );
         let poll_timeout = bounded(
             "poll_timeout",
             &ic.poll_timeout,
@@ -2371,7 +2383,14 @@ impl Checker {
             1800,
             "between 1s and 30m (and below half of server.job_lease)",
         );
-        let refresh = bounded("refresh", &ic.refresh, 15 * 60, 60, 7 * 86_400, "between 1m and 7d");
+        let refresh = bounded(
+            "refresh",
+            &ic.refresh,
+            15 * 60,
+            60,
+            7 * 86_400,
+            "between 1m and 7d",
+        );
         let reconcile_every = bounded(
             "reconcile_every",
             &ic.reconcile_every,
@@ -2555,6 +2574,95 @@ mod tests {
         } else {
             assert!(e.join("\n").contains("lacks AWS support"), "{e:?}");
         }
+    }
+
+    const IC_TARGET: &str = "[[targets]]\nid = \"aws\"\nkind = \"aws-identity-center\"\n";
+
+    #[test]
+    fn identity_center_targets_read_their_tree_from_aws_and_bound_their_timers() {
+        // Accounts and roles named in the file would be a second truth.
+        let e = errors(&format!(
+            "[[targets]]\nid = \"aws\"\nkind = \"aws-identity-center\"\nroles = [\"Admin\"]\n[targets.identity_center]\nregion = \"us-east-1\"\n"
+        ))
+        .join("\n");
+        if !cfg!(feature = "aws") {
+            assert!(e.contains("lacks AWS support"), "{e}");
+            return;
+        }
+        assert!(
+            e.contains("reads its accounts (resources) and permission sets (roles) from AWS"),
+            "{e}"
+        );
+        let e = errors(IC_TARGET).join("\n");
+        assert!(
+            e.contains("needs a [targets.identity_center] section"),
+            "{e}"
+        );
+        let e = errors(&format!(
+            "{IC_TARGET}[targets.identity_center]\nregion = \"\"\nendpoint_url = \"moto\"\ninstance_arn = \"ssoins-1\"\nreconcile = \"delete\"\nrefresh = \"10s\"\npoll_interval = \"2m\"\naccess_key_id = \"AKIA\"\n"
+        ))
+        .join("\n");
+        for expected in [
+            "region: must not be empty",
+            "\"moto\" is not an http(s) URL",
+            "not an IAM Identity Center instance ARN",
+            "\"delete\" is not one of report, remove, off",
+            "refresh: must be between 1m and 7d",
+            "poll_interval: must be between 1s and 1m",
+            "together with a secret_access_key",
+        ] {
+            assert!(e.contains(expected), "{expected} missing from {e}");
+        }
+        // A poll that outlasts the call limit would read as an error.
+        let e = errors(&format!(
+            "[server]\njob_lease = \"30s\"\n{IC_TARGET}[targets.identity_center]\nregion = \"us-east-1\"\npoll_timeout = \"15s\"\n"
+        ))
+        .join("\n");
+        assert!(
+            e.contains("poll_timeout: must be below half of server.job_lease"),
+            "{e}"
+        );
+        // Another kind takes no such section.
+        let e = errors(&format!(
+            "{AWS_TARGET}[targets.identity_center]\nregion = \"us-east-1\"\n"
+        ))
+        .join("\n");
+        assert!(
+            e.contains("takes no [targets.identity_center] section"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn policies_may_name_accounts_ous_and_permission_sets_known_only_once_read() {
+        let text = format!(
+            "{IC_TARGET}low_risk_roles = [\"ReadOnlyAccess\"]\n[targets.identity_center]\nregion = \"us-east-1\"\nreconcile = \"remove\"\nreconcile_every = \"30m\"\n\n[[users]]\nname = \"alice\"\ngroups = [\"sre\"]\n\n[[eligibilities]]\nid = \"sre\"\nsubjects = [\"group:sre\"]\ntarget = \"aws\"\nresources = {{ under = [\"ou-ab12-34567890\"], ids = [\"123456789012\"] }}\nroles = [\"AdministratorAccess\"]\napproval_required = false\n"
+        );
+        let config = match Config::parse(&text, None) {
+            Ok(c) => c,
+            Err(p) if !cfg!(feature = "aws") => {
+                assert!(format!("{p:?}").contains("lacks AWS support"));
+                return;
+            }
+            Err(p) => panic!("{p:?}"),
+        };
+        let aws = Name::parse("t", "aws").unwrap();
+        let d = &config.discovery[&aws];
+        assert_eq!(
+            (d.reconcile, d.refresh.secs(), d.reconcile_every.secs()),
+            (ReconcileMode::Remove, 900, 1800)
+        );
+        let catalog = config.catalog(&HashMap::new(), chrono::Utc::now());
+        let t = &catalog.targets[&aws];
+        assert!(t.discovered && t.resources.is_empty() && t.roles.is_empty());
+        let TargetConnection::AwsIdentityCenter(ic) = &config.connections[&aws] else {
+            panic!("not an identity center connection");
+        };
+        assert_eq!(
+            (ic.poll_interval.as_secs(), ic.poll_timeout.as_secs()),
+            (2, 20)
+        );
+        assert!(ic.keys.is_none() && !ic.allow_management_account);
     }
 
     #[test]

@@ -95,7 +95,9 @@ pub fn catalog_parts(inventory: &Inventory) -> (BTreeMap<Name, Resource>, BTreeS
         let not_grantable = match (found.kind.as_str(), inventory.refused.get(&found.id)) {
             (_, Some(reason)) => Some(reason.clone()),
             ("account", None) => None,
-            ("root", None) => Some("the organization root: access is granted in its accounts".into()),
+            ("root", None) => {
+                Some("the organization root: access is granted in its accounts".into())
+            }
             (_, None) => Some("an organizational unit: access is granted in its accounts".into()),
         };
         resources.insert(
@@ -189,7 +191,13 @@ impl Broker {
             .await?;
         self.install_inventory(target, &inventory);
         self.note_installed(target, now);
-        let count = |kind: &str| inventory.resources.iter().filter(|r| r.kind == kind).count();
+        let count = |kind: &str| {
+            inventory
+                .resources
+                .iter()
+                .filter(|r| r.kind == kind)
+                .count()
+        };
         tracing::info!(target_id = %target, accounts = count("account"), roles = inventory.roles.len(), "target inventory refreshed");
         Ok(RefreshSummary {
             target: target.to_string(),
@@ -227,7 +235,9 @@ impl Broker {
             return Ok(false);
         }
         let inventory: Inventory = serde_json::from_str(&cached.doc).map_err(|e| {
-            corrupt(format!("the stored inventory of {target} is unreadable: {e}"))
+            corrupt(format!(
+                "the stored inventory of {target} is unreadable: {e}"
+            ))
         })?;
         self.install_inventory(target, &inventory);
         self.note_installed(target, cached.refreshed_at);
@@ -319,16 +329,16 @@ impl Broker {
         let mut unmanaged = Vec::new();
         for a in &found {
             let key = (a.resource.clone(), a.role.clone(), a.principal_id.clone());
-            let held = a.principal_type == "USER" && (before.contains(&key) || after.contains(&key));
+            let held =
+                a.principal_type == "USER" && (before.contains(&key) || after.contains(&key));
             if held {
                 continue;
             }
-            let resource_name = names
-                .and_then(|t| {
-                    Name::parse("resource", &a.resource)
-                        .ok()
-                        .and_then(|n| t.resources.get(&n).and_then(|r| r.description.clone()))
-                });
+            let resource_name = names.and_then(|t| {
+                Name::parse("resource", &a.resource)
+                    .ok()
+                    .and_then(|n| t.resources.get(&n).and_then(|r| r.description.clone()))
+            });
             tracing::warn!(target_id = %target, account = %a.resource, role = %a.role, principal_type = %a.principal_type,
                 principal = %a.principal_name.as_deref().unwrap_or(&a.principal_id), "assignment not given through elevate");
             unmanaged.push(Finding {
@@ -372,8 +382,10 @@ impl Broker {
             assignments: found.len(),
             unmanaged,
         };
-        self.metrics
-            .unmanaged_assignments(target.as_str(), report.unmanaged.iter().filter(|f| !f.removed).count());
+        self.metrics.unmanaged_assignments(
+            target.as_str(),
+            report.unmanaged.iter().filter(|f| !f.removed).count(),
+        );
         let doc = serde_json::to_string(&report)
             .map_err(|e| corrupt(format!("cannot encode the report: {e}")))?;
         self.store
@@ -472,8 +484,12 @@ pub async fn load_stored(broker: &Broker) {
     for target in broker.discovery.keys() {
         match broker.take_stored(target).await {
             Ok(true) => tracing::info!(target_id = %target, "target inventory read from the store"),
-            Ok(false) => tracing::info!(target_id = %target, "no stored inventory yet; reading the target"),
-            Err(e) => tracing::warn!(target_id = %target, error = %e, "cannot read the stored inventory"),
+            Ok(false) => {
+                tracing::info!(target_id = %target, "no stored inventory yet; reading the target")
+            }
+            Err(e) => {
+                tracing::warn!(target_id = %target, error = %e, "cannot read the stored inventory")
+            }
         }
     }
 }

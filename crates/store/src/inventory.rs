@@ -40,14 +40,13 @@ impl Store {
         .await.unwrap()
         .rows_affected();
         if updated == 0 {
-            sqlx::query(
-                "INSERT INTO inventories (target, doc, refreshed_at) VALUES ($1, $2, $3)",
-            )
-            .bind(target)
-            .bind(doc)
-            .bind(to_millis(at))
-            .execute(&mut *tx.tx)
-            .await.unwrap();
+            sqlx::query("INSERT INTO inventories (target, doc, refreshed_at) VALUES ($1, $2, $3)")
+                .bind(target)
+                .bind(doc)
+                .bind(to_millis(at))
+                .execute(&mut *tx.tx)
+                .await
+                .unwrap();
         }
         tx.commit().await
     }
@@ -61,7 +60,8 @@ impl Store {
             .bind(to_millis(at))
             .bind(error)
             .execute(&mut *tx.tx)
-            .await.unwrap();
+            .await
+            .unwrap();
         tx.commit().await
     }
 
@@ -107,12 +107,11 @@ impl Store {
 
     /// The last reconciliation report of `target` and when it was made.
     pub async fn reconciliation(&self, target: &str) -> Result<Option<(Timestamp, String)>> {
-        let row = sqlx::query(
-            "SELECT reconciled_at, reconciliation FROM inventories WHERE target = $1",
-        )
-        .bind(target)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT reconciled_at, reconciliation FROM inventories WHERE target = $1")
+                .bind(target)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -131,7 +130,8 @@ impl Store {
             sqlx::query_scalar("SELECT refreshed_at FROM inventories WHERE target = $1")
                 .bind(target)
                 .fetch_optional(&self.pool)
-                .await.unwrap();
+                .await
+                .unwrap();
         at.map(from_millis).transpose()
     }
 }
@@ -151,10 +151,16 @@ mod tests {
         let t1 = t0 + chrono::Duration::minutes(15);
         assert_eq!(store.inventory("aws").await.unwrap(), None);
         // A failure before any success leaves nothing to show.
-        store.inventory_failed("aws", "unreachable", t0).await.unwrap();
+        store
+            .inventory_failed("aws", "unreachable", t0)
+            .await
+            .unwrap();
         assert_eq!(store.inventory("aws").await.unwrap(), None);
         store.save_inventory("aws", "{\"a\":1}", t0).await.unwrap();
-        store.inventory_failed("aws", "AccessDenied", t1).await.unwrap();
+        store
+            .inventory_failed("aws", "AccessDenied", t1)
+            .await
+            .unwrap();
         let cached = store.inventory("aws").await.unwrap();
         let cached = cached.unwrap();
         assert_eq!(cached.doc, "{\"a\":1}");

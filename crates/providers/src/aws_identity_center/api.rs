@@ -194,7 +194,7 @@ pub(crate) struct OperationStatus {
 
 /// The sso-admin calls that change assignments. AWS runs these
 /// asynchronously: create and delete answer a request id whose status is
-/// asked until it is no longer in stage.
+/// asked until it is no longer in progress.
 #[async_trait]
 pub(crate) trait AssignmentApi: Send + Sync {
     async fn create(&self, target: &AssignmentTarget) -> Result<OperationStatus, AwsError>;

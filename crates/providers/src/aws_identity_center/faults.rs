@@ -120,13 +120,13 @@ impl Faults {
             *left -= 1;
             return Err(injected(
                 "ConflictException",
-                "another assignment change is in stage for this account",
+                "another assignment change is in progress for this account",
             ));
         }
         Ok(())
     }
 
-    /// True when the next status question is scripted to be in stage.
+    /// True when the next status question is scripted to be in progress.
     fn take_in_progress(&self) -> bool {
         let mut state = self.state();
         if state.in_progress > 0 {

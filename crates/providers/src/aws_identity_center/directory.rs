@@ -106,11 +106,13 @@ mod tests {
         let mut builder = User::builder()
             .identity_store_id("d-1")
             .user_id(format!("id-{name}"))
+            .user_arn(format!("arn:aws:identitystore::1:user/id-{name}"))
+            .revision("1")
             .user_name(name);
         for email in emails {
             builder = builder.emails(Email::builder().value(*email).build());
         }
-        builder.build().expect("the required ids are set")
+        builder.build().expect("the required fields are set")
     }
 
     #[test]

@@ -150,6 +150,16 @@ async fn sdk_config(config: &IdentityCenterConfig) -> SdkConfig {
     }
 }
 
+/// The sso-admin client for assignment changes and listings: one
+/// attempt per call, so that every throttle reaches elevate's job queue,
+/// which retries with backoff and records each attempt.
+fn assignment_client(sdk: &SdkConfig) -> aws_sdk_ssoadmin::Client {
+    let config = aws_sdk_ssoadmin::config::Builder::from(sdk)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_ssoadmin::Client::from_conf(config)
+}
+
 impl AwsIdentityCenter {
     /// Builds the clients. Calls nothing on AWS: the instance is looked
     /// up when first needed, so elevate starts while AWS is unreachable.
@@ -171,11 +181,8 @@ impl AwsIdentityCenter {
         faults: Option<Arc<faults::Faults>>,
     ) -> Result<Self, ProviderError> {
         let sdk = sdk_config(&config).await;
-        let changes = aws_sdk_ssoadmin::config::Builder::from(&sdk)
-            .retry_config(RetryConfig::disabled())
-            .build();
         let real: Arc<dyn AssignmentApi> = Arc::new(api::SdkAssignments {
-            client: aws_sdk_ssoadmin::Client::from_conf(changes),
+            client: assignment_client(&sdk),
         });
         let assignments = match faults {
             Some(faults) => Arc::new(faults::Faulty::new(real, faults)),
@@ -719,5 +726,70 @@ impl Provider for AwsIdentityCenter {
             Ok(_) => {}
         }
         Ok(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::StaticKeys;
+
+    fn config() -> IdentityCenterConfig {
+        IdentityCenterConfig {
+            region: "us-east-1".to_owned(),
+            endpoint_url: Some("http://127.0.0.1:9".to_owned()),
+            keys: Some(StaticKeys {
+                access_key_id: "testing".to_owned(),
+                secret_access_key: "testing".to_owned(),
+            }),
+            instance_arn: None,
+            identity_store_id: None,
+            permission_sets: Vec::new(),
+            allow_management_account: false,
+            poll_interval: Duration::from_millis(10),
+            poll_timeout: Duration::from_millis(100),
+        }
+    }
+
+    fn attempts(config: &aws_sdk_ssoadmin::Config) -> Option<u32> {
+        config.retry_config().map(|retry| retry.max_attempts())
+    }
+
+    /// moto never throttles, so the integration tests cannot see the
+    /// SDK retrying behind elevate's back; its configuration can.
+    #[tokio::test]
+    async fn assignment_changes_are_tried_once_and_reads_retried() {
+        let sdk = sdk_config(&config()).await;
+        assert_eq!(attempts(assignment_client(&sdk).config()), Some(1));
+        let reads = aws_sdk_ssoadmin::Client::new(&sdk);
+        assert!(attempts(reads.config()).is_some_and(|n| n > 1));
+    }
+
+    #[test]
+    fn throttling_and_conflicts_are_retryable_and_name_the_code() {
+        let error = |code: &str| AwsError {
+            operation: "CreateAccountAssignment",
+            code: Some(code.to_owned()),
+            message: "no".to_owned(),
+        };
+        for code in [
+            "ThrottlingException",
+            "TooManyRequestsException",
+            "ConflictException",
+        ] {
+            match ProviderError::from(error(code)) {
+                ProviderError::Retryable(message) => assert!(message.contains(code), "{message}"),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        for code in ["AccessDeniedException", "ValidationException"] {
+            assert!(!ProviderError::from(error(code)).is_retryable(), "{code}");
+        }
+        let unreachable = AwsError {
+            operation: "ListAccountAssignments",
+            code: None,
+            message: "connection refused".to_owned(),
+        };
+        assert!(ProviderError::from(unreachable).is_retryable());
     }
 }

@@ -6,6 +6,8 @@
 //! - [`database_url`] / [`on_postgres`]: the database a test gives elevate's
 //!   store, on SQLite or on a PostgreSQL server as `ELEVATE_TEST_DATABASE`
 //!   says (see [`database`]).
+//! - [`aws_org`]: seeds a moto server ([`moto`]) with an AWS Organization
+//!   and an IAM Identity Center instance, and looks at its assignments.
 //! - [`oidc`]: a real OpenID Connect provider (`oidc-provider` on Node.js)
 //!   and a cookie-keeping [`oidc::Browser`] that signs users in without a
 //!   real browser.
@@ -29,6 +31,7 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{anyhow, bail, Context};
 
+pub mod aws_org;
 pub mod database;
 pub mod moto;
 pub mod oidc;

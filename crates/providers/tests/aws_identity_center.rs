@@ -1,0 +1,666 @@
+//! The `aws-identity-center` provider against a real AWS API emulator
+//! (moto, started by `elevate_testkit::moto`; needs `moto[server]`).
+//! Every test starts its own moto and seeds it (`elevate_testkit::aws_org`)
+//! with an Organization, Identity Store users and permission sets, so
+//! tests are independent and run in parallel. Effects are checked on moto
+//! through boto3, outside elevate.
+//!
+//! moto's assignment changes always succeed at once and it never
+//! throttles; the tests of the asynchronous and failure paths inject
+//! those answers around the real client (`faults`), and say so.
+//!
+//! The seeding helpers and `MotoServer::start` are blocking: they run
+//! before or between the provider's calls, never during one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use elevate_providers::aws_identity_center::faults::{Call, Faults};
+use elevate_providers::aws_identity_center::AwsIdentityCenter;
+use elevate_providers::identity_center::IdentityCenterConfig;
+use elevate_providers::sessions::StaticKeys;
+use elevate_providers::{GrantSpec, Inventory, Presence, Provider, ProviderError};
+use elevate_testkit::aws_org::{self, Seeded};
+use elevate_testkit::moto::MotoServer;
+use serde_json::{json, Value};
+
+/// An organization of a few accounts at several depths, users whose
+/// names and addresses differ in case from elevate's, and two permission
+/// sets.
+fn small_org() -> Value {
+    json!({
+        "accounts": [{"name": "sandbox", "tags": {"env": "dev"}}],
+        "ous": [{
+            "name": "Workloads",
+            "tags": {"team": "platform"},
+            "ous": [{
+                "name": "Prod",
+                "accounts": [{"name": "payments-prod", "tags": {"env": "prod", "owner": "payments"}}],
+                "ous": [{"name": "Critical", "accounts": [{"name": "ledger-prod"}]}]
+            }]
+        }],
+        "users": [
+            {"user_name": "asmith", "display_name": "Alice Smith", "emails": ["Alice@Example.COM"]},
+            {"user_name": "Bob", "display_name": "Bob Jones", "emails": ["bob@example.com"]},
+            {"user_name": "carol", "display_name": "Carol", "emails": ["carol@example.com"]}
+        ],
+        "groups": [{"name": "ops", "members": ["carol"]}],
+        "permission_sets": ["ReadOnly", "Admin"]
+    })
+}
+
+fn config(moto: &MotoServer) -> IdentityCenterConfig {
+    IdentityCenterConfig {
+        region: "us-east-1".to_owned(),
+        endpoint_url: Some(moto.url()),
+        keys: Some(StaticKeys {
+            access_key_id: "testing".to_owned(),
+            secret_access_key: "testing".to_owned(),
+        }),
+        instance_arn: None,
+        identity_store_id: None,
+        permission_sets: Vec::new(),
+        allow_management_account: false,
+        poll_interval: Duration::from_millis(20),
+        poll_timeout: Duration::from_secs(5),
+    }
+}
+
+struct Fixture {
+    moto: MotoServer,
+    seeded: Seeded,
+    provider: AwsIdentityCenter,
+    /// The provider's fault script (empty unless a test writes one).
+    faults: Arc<Faults>,
+    inventory: Inventory,
+}
+
+/// moto seeded with `spec`, and a provider on it that has discovered and
+/// adopted the inventory. With `faulty`, the provider's assignment calls
+/// go through the fault wrapper.
+async fn start_with(
+    spec: Value,
+    faulty: bool,
+    adjust: impl FnOnce(&mut IdentityCenterConfig),
+) -> anyhow::Result<Fixture> {
+    let moto = MotoServer::start()?;
+    let seeded = aws_org::seed_typed(&moto.url(), &spec)?;
+    let mut config = config(&moto);
+    adjust(&mut config);
+    let faults = Faults::new();
+    let provider = if faulty {
+        AwsIdentityCenter::with_faults(config, faults.clone()).await?
+    } else {
+        AwsIdentityCenter::new(config).await?
+    };
+    let inventory = provider.discover().await?;
+    provider.adopt(&inventory);
+    Ok(Fixture {
+        moto,
+        seeded,
+        provider,
+        faults,
+        inventory,
+    })
+}
+
+async fn start() -> anyhow::Result<Fixture> {
+    start_with(small_org(), false, |_| {}).await
+}
+
+async fn start_faulty() -> anyhow::Result<Fixture> {
+    start_with(small_org(), true, |_| {}).await
+}
+
+impl Fixture {
+    fn account(&self, name: &str) -> String {
+        self.seeded.accounts[name].clone()
+    }
+
+    /// A grant of `role` in account `account` (by name) to elevate user
+    /// `user`, with the user id the provider found when it was prepared.
+    async fn grant(
+        &self,
+        account: &str,
+        role: &str,
+        user: &str,
+        email: &str,
+    ) -> anyhow::Result<GrantSpec> {
+        let mut grant = spec(&self.account(account), role, user, Some(email));
+        grant.account = self.provider.prepare(&grant).await?;
+        Ok(grant)
+    }
+
+    /// `(principal_type, principal_id)` holding `role` in `account`,
+    /// as moto says.
+    fn holders(&self, account: &str, role: &str) -> anyhow::Result<Vec<(String, String)>> {
+        aws_org::list_assignments(
+            &self.moto.url(),
+            &self.seeded.instance_arn,
+            &self.account(account),
+            &self.seeded.permission_sets[role],
+        )
+    }
+
+    fn user(&self, name: &str) -> (String, String) {
+        ("USER".to_owned(), self.seeded.users[name].clone())
+    }
+}
+
+fn spec(resource: &str, role: &str, user: &str, email: Option<&str>) -> GrantSpec {
+    GrantSpec {
+        request_id: "req-1".to_owned(),
+        target: "aws".to_owned(),
+        resource: resource.to_owned(),
+        role: role.to_owned(),
+        user: user.to_owned(),
+        email: email.map(str::to_owned),
+        account: None,
+    }
+}
+
+fn permanent(result: Result<impl std::fmt::Debug, ProviderError>) -> anyhow::Result<String> {
+    match result {
+        Err(ProviderError::Permanent(message)) => Ok(message),
+        other => bail!("expected a permanent error, got {other:?}"),
+    }
+}
+
+fn retryable(result: Result<impl std::fmt::Debug, ProviderError>) -> anyhow::Result<String> {
+    match result {
+        Err(ProviderError::Retryable(message)) => Ok(message),
+        other => bail!("expected a retryable error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn discovery_finds_nested_ous_names_tags_and_every_page_of_accounts() -> anyhow::Result<()> {
+    let mut org = small_org();
+    // More accounts in one OU than moto answers in one page (20).
+    let many: Vec<Value> = (1..=25)
+        .map(|n| json!({"name": format!("stage-{n:02}")}))
+        .collect();
+    org["ous"]
+        .as_array_mut()
+        .context("ous")?
+        .push(json!({"name": "Staging", "accounts": many}));
+    let f = start_with(org, false, |_| {}).await.context("started")?;
+    let by_id: BTreeMap<&str, _> = f
+        .inventory
+        .resources
+        .iter()
+        .map(|r| (r.id.as_str(), r))
+        .collect();
+
+    let root = by_id[f.seeded.root.as_str()];
+    assert_eq!((root.kind.as_str(), root.parent.as_deref()), ("root", None));
+    let workloads = &f.seeded.ous["Workloads"];
+    let prod = &f.seeded.ous["Prod"];
+    let critical = &f.seeded.ous["Critical"];
+    assert_eq!(by_id[workloads.as_str()].kind, "ou");
+    assert_eq!(by_id[workloads.as_str()].name.as_deref(), Some("Workloads"));
+    assert_eq!(
+        by_id[workloads.as_str()].parent.as_deref(),
+        Some(f.seeded.root.as_str())
+    );
+    assert_eq!(
+        by_id[prod.as_str()].parent.as_deref(),
+        Some(workloads.as_str())
+    );
+    assert_eq!(
+        by_id[critical.as_str()].parent.as_deref(),
+        Some(prod.as_str())
+    );
+
+    // Three OUs deep.
+    let ledger = by_id[f.account("ledger-prod").as_str()];
+    assert_eq!(ledger.kind, "account");
+    assert_eq!(ledger.name.as_deref(), Some("ledger-prod"));
+    assert_eq!(ledger.parent.as_deref(), Some(critical.as_str()));
+
+    let payments = by_id[f.account("payments-prod").as_str()];
+    assert_eq!(payments.parent.as_deref(), Some(prod.as_str()));
+    assert_eq!(
+        payments.tags,
+        BTreeMap::from([
+            ("env".to_owned(), "prod".to_owned()),
+            ("owner".to_owned(), "payments".to_owned())
+        ])
+    );
+    let sandbox = by_id[f.account("sandbox").as_str()];
+    assert_eq!(sandbox.parent.as_deref(), Some(f.seeded.root.as_str()));
+    assert_eq!(sandbox.tags["env"], "dev");
+
+    let staging = &f.seeded.ous["Staging"];
+    let staged = f
+        .inventory
+        .resources
+        .iter()
+        .filter(|r| r.kind == "account" && r.parent.as_deref() == Some(staging.as_str()))
+        .count();
+    assert_eq!(staged, 25);
+
+    assert_eq!(
+        f.inventory.roles,
+        BTreeMap::from([
+            (
+                "Admin".to_owned(),
+                f.seeded.permission_sets["Admin"].clone()
+            ),
+            (
+                "ReadOnly".to_owned(),
+                f.seeded.permission_sets["ReadOnly"].clone()
+            ),
+        ])
+    );
+    assert_eq!(f.inventory.refused.len(), 1);
+    let reason = &f.inventory.refused[&f.seeded.management_account];
+    assert!(reason.contains("management account"), "{reason}");
+    assert!(reason.contains("allow_management_account"), "{reason}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn discovery_offers_only_configured_permission_sets_and_validate_names_missing_ones(
+) -> anyhow::Result<()> {
+    let f = start_with(small_org(), false, |c| {
+        c.permission_sets = vec!["ReadOnly".to_owned(), "Missing".to_owned()];
+        c.allow_management_account = true;
+    })
+    .await
+    .context("started")?;
+    assert_eq!(
+        f.inventory.roles.keys().collect::<Vec<_>>(),
+        vec!["ReadOnly"]
+    );
+    assert!(f.inventory.refused.is_empty(), "{:?}", f.inventory.refused);
+    let problems = f.provider.validate().await.context("validated")?;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("\"Missing\""), "{problems:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn validate_is_content_with_a_working_setup() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    assert_eq!(
+        f.provider.validate().await.context("validated")?,
+        Vec::<String>::new()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn prepare_finds_the_user_by_email_or_user_name_ignoring_case() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let account = f.account("payments-prod");
+
+    // The store has "asmith" with "Alice@Example.COM".
+    let alice = spec(&account, "ReadOnly", "alice", Some("alice@example.com"));
+    assert_eq!(
+        f.provider.prepare(&alice).await.context("found")?,
+        Some(f.seeded.users["asmith"].clone())
+    );
+    // The store has "Bob"; no e-mail is needed to find him.
+    let bob = spec(&account, "ReadOnly", "bob", None);
+    assert_eq!(
+        f.provider.prepare(&bob).await.context("found")?,
+        Some(f.seeded.users["Bob"].clone())
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn prepare_refuses_a_user_the_identity_store_does_not_have() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let dave = spec(
+        &f.account("payments-prod"),
+        "ReadOnly",
+        "dave",
+        Some("dave@example.com"),
+    );
+    let message = permanent(f.provider.prepare(&dave).await)?;
+    assert!(
+        message.contains("no user \"dave\" (dave@example.com)"),
+        "{message}"
+    );
+    assert!(message.contains(&f.seeded.identity_store_id), "{message}");
+    assert!(message.contains("ask an administrator"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn prepare_refuses_an_ambiguous_user() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    // "bob" is Bob's user name, carol@example.com is Carol's address.
+    let both = spec(
+        &f.account("sandbox"),
+        "ReadOnly",
+        "bob",
+        Some("CAROL@example.com"),
+    );
+    let message = permanent(f.provider.prepare(&both).await)?;
+    assert!(message.contains("several users"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn prepare_refuses_the_management_account_unknown_accounts_and_roles() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let management = spec(
+        &f.seeded.management_account,
+        "ReadOnly",
+        "alice",
+        Some("alice@example.com"),
+    );
+    let message = permanent(f.provider.prepare(&management).await)?;
+    assert!(message.contains("management account"), "{message}");
+    // apply refuses it too (the config may change after a request).
+    let message = permanent(f.provider.apply(&management).await)?;
+    assert!(message.contains("management account"), "{message}");
+
+    let unknown_account = spec("999999999999", "ReadOnly", "alice", None);
+    let message = permanent(f.provider.prepare(&unknown_account).await)?;
+    assert!(message.contains("999999999999"), "{message}");
+
+    let unknown_role = spec(&f.account("sandbox"), "PowerUser", "alice", None);
+    let message = permanent(f.provider.prepare(&unknown_role).await)?;
+    assert!(message.contains("\"PowerUser\""), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn apply_is_idempotent_and_remove_takes_the_assignment_away() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let grant = f
+        .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
+        .await?;
+    assert_eq!(
+        f.provider.check(&grant).await.context("checked")?,
+        Presence::Absent
+    );
+
+    f.provider.apply(&grant).await.context("applied")?;
+    assert_eq!(
+        f.holders("payments-prod", "ReadOnly")?,
+        vec![f.user("asmith")]
+    );
+    assert_eq!(
+        f.provider.check(&grant).await.context("checked")?,
+        Presence::Present
+    );
+
+    // moto would store a second copy: the provider must not ask it to.
+    f.provider.apply(&grant).await.context("applied again")?;
+    assert_eq!(
+        f.holders("payments-prod", "ReadOnly")?,
+        vec![f.user("asmith")]
+    );
+    assert!(f.holders("payments-prod", "Admin")?.is_empty());
+
+    f.provider.remove(&grant).await.context("removed")?;
+    assert!(f.holders("payments-prod", "ReadOnly")?.is_empty());
+    assert_eq!(
+        f.provider.check(&grant).await.context("checked")?,
+        Presence::Absent
+    );
+    f.provider.remove(&grant).await.context("removed again")?;
+
+    // Same user, account and permission set: one assignment, one key.
+    let mut other = grant.clone();
+    other.request_id = "req-2".to_owned();
+    assert_eq!(f.provider.grant_key(&grant), f.provider.grant_key(&other));
+    assert_eq!(
+        f.provider.grant_key(&grant),
+        format!("{}/ReadOnly/alice", f.account("payments-prod"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn apply_without_a_recorded_user_id_looks_the_user_up() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let grant = spec(
+        &f.account("ledger-prod"),
+        "Admin",
+        "ALICE",
+        Some("alice@EXAMPLE.com"),
+    );
+    f.provider.apply(&grant).await.context("applied")?;
+    assert_eq!(f.holders("ledger-prod", "Admin")?, vec![f.user("asmith")]);
+    f.provider.remove(&grant).await.context("removed")?;
+    assert!(f.holders("ledger-prod", "Admin")?.is_empty());
+    Ok(())
+}
+
+/// Injected: moto never fails a creation.
+#[tokio::test]
+async fn a_failed_creation_is_permanent_with_aws_reason_and_leaves_nothing() -> anyhow::Result<()> {
+    let f = start_faulty().await.context("started")?;
+    let grant = f
+        .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
+        .await?;
+    f.faults.fail_next_creation(
+        "Received a 404 status error: Not supported policy arn:aws:iam::aws:policy/Nope.",
+    );
+    let message = permanent(f.provider.apply(&grant).await)?;
+    assert!(
+        message.contains("could not create the assignment"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Not supported policy arn:aws:iam::aws:policy/Nope."),
+        "{message}"
+    );
+    assert!(f.holders("payments-prod", "ReadOnly")?.is_empty());
+    Ok(())
+}
+
+/// Injected: moto never throttles.
+#[tokio::test]
+async fn a_throttled_creation_is_retryable_until_aws_lets_it_through() -> anyhow::Result<()> {
+    let f = start_faulty().await.context("started")?;
+    let grant = f
+        .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
+        .await?;
+    f.faults.throttle(Call::Create, 2);
+    for _ in 0..2 {
+        let message = retryable(f.provider.apply(&grant).await)?;
+        assert!(message.contains("ThrottlingException"), "{message}");
+        assert!(message.contains("CreateAccountAssignment"), "{message}");
+    }
+    f.provider.apply(&grant).await.context("applied")?;
+    // One call per attempt, each seen by the caller.
+    assert_eq!(f.faults.calls(Call::Create), 3);
+    assert_eq!(
+        f.holders("payments-prod", "ReadOnly")?,
+        vec![f.user("asmith")]
+    );
+    Ok(())
+}
+
+/// Injected: moto never reports another change in progress.
+#[tokio::test]
+async fn a_conflicting_change_is_retryable() -> anyhow::Result<()> {
+    let f = start_faulty().await.context("started")?;
+    let grant = f
+        .grant("sandbox", "Admin", "alice", "alice@example.com")
+        .await?;
+    f.faults.conflict(Call::Create, 1);
+    let message = retryable(f.provider.apply(&grant).await)?;
+    assert!(message.contains("ConflictException"), "{message}");
+    f.provider.apply(&grant).await.context("applied")?;
+    assert_eq!(f.holders("sandbox", "Admin")?, vec![f.user("asmith")]);
+
+    f.faults.conflict(Call::Delete, 1);
+    let message = retryable(f.provider.remove(&grant).await)?;
+    assert!(message.contains("ConflictException"), "{message}");
+    f.provider.remove(&grant).await.context("removed")?;
+    assert!(f.holders("sandbox", "Admin")?.is_empty());
+    Ok(())
+}
+
+/// Injected: moto's changes never stay in progress.
+#[tokio::test]
+async fn an_assignment_in_progress_is_waited_for() -> anyhow::Result<()> {
+    let f = start_faulty().await.context("started")?;
+    let grant = f
+        .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
+        .await?;
+    f.faults.in_progress(2);
+    f.provider.apply(&grant).await.context("applied")?;
+    assert_eq!(f.faults.calls(Call::DescribeCreation), 3);
+    assert_eq!(
+        f.holders("payments-prod", "ReadOnly")?,
+        vec![f.user("asmith")]
+    );
+
+    f.faults.in_progress(2);
+    f.provider.remove(&grant).await.context("removed")?;
+    assert_eq!(f.faults.calls(Call::DescribeDeletion), 3);
+    assert!(f.holders("payments-prod", "ReadOnly")?.is_empty());
+    Ok(())
+}
+
+/// Injected: moto's changes never stay in progress.
+#[tokio::test]
+async fn an_assignment_still_in_progress_after_the_poll_timeout_is_retryable() -> anyhow::Result<()>
+{
+    let f = start_with(small_org(), true, |c| {
+        c.poll_timeout = Duration::from_millis(200);
+    })
+    .await
+    .context("started")?;
+    let grant = f
+        .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
+        .await?;
+    f.faults.in_progress(1000);
+    let message = retryable(f.provider.apply(&grant).await)?;
+    assert!(message.contains("still creating"), "{message}");
+    assert!(message.contains("request "), "{message}");
+
+    // AWS finished meanwhile (moto at once): the next attempt sees it
+    // there and makes no second one.
+    f.provider.apply(&grant).await.context("applied")?;
+    assert_eq!(f.faults.calls(Call::Create), 1);
+    assert_eq!(
+        f.holders("payments-prod", "ReadOnly")?,
+        vec![f.user("asmith")]
+    );
+    Ok(())
+}
+
+/// Injected: moto never fails a deletion.
+#[tokio::test]
+async fn a_failed_deletion_is_retryable_with_aws_reason() -> anyhow::Result<()> {
+    let f = start_faulty().await.context("started")?;
+    let grant = f
+        .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
+        .await?;
+    f.provider.apply(&grant).await.context("applied")?;
+    f.faults.fail_next_deletion("Internal failure, try again");
+    let message = retryable(f.provider.remove(&grant).await)?;
+    assert!(
+        message.contains("could not delete the assignment"),
+        "{message}"
+    );
+    assert!(message.contains("Internal failure, try again"), "{message}");
+    f.provider.remove(&grant).await.context("removed")?;
+    assert!(f.holders("payments-prod", "ReadOnly")?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn assignments_include_those_made_outside_elevate_with_names() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let grant = f
+        .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
+        .await?;
+    f.provider.apply(&grant).await.context("applied")?;
+    let url = f.moto.url();
+    let readonly = &f.seeded.permission_sets["ReadOnly"];
+    aws_org::create_assignment_directly(
+        &url,
+        &f.seeded.instance_arn,
+        &f.account("sandbox"),
+        readonly,
+        "USER",
+        &f.seeded.users["carol"],
+    )
+    .context("created")?;
+    aws_org::create_assignment_directly(
+        &url,
+        &f.seeded.instance_arn,
+        &f.account("ledger-prod"),
+        readonly,
+        "GROUP",
+        &f.seeded.groups["ops"],
+    )
+    .context("created")?;
+
+    let found = f
+        .provider
+        .assignments(&["ReadOnly".to_owned(), "NoSuchRole".to_owned()])
+        .await
+        .context("listed")?
+        .context("listable")?;
+    let mut seen: Vec<(String, String, String, String, Option<String>)> = found
+        .into_iter()
+        .map(|a| {
+            (
+                a.resource,
+                a.role,
+                a.principal_type,
+                a.principal_id,
+                a.principal_name,
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (
+            f.account("payments-prod"),
+            "ReadOnly".to_owned(),
+            "USER".to_owned(),
+            f.seeded.users["asmith"].clone(),
+            Some("asmith".to_owned()),
+        ),
+        (
+            f.account("sandbox"),
+            "ReadOnly".to_owned(),
+            "USER".to_owned(),
+            f.seeded.users["carol"].clone(),
+            Some("carol".to_owned()),
+        ),
+        (
+            f.account("ledger-prod"),
+            "ReadOnly".to_owned(),
+            "GROUP".to_owned(),
+            f.seeded.groups["ops"].clone(),
+            Some("ops".to_owned()),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // Reconciliation takes away what no grant accounts for.
+    let carol = elevate_providers::Assignment {
+        resource: f.account("sandbox"),
+        role: "ReadOnly".to_owned(),
+        principal_type: "USER".to_owned(),
+        principal_id: f.seeded.users["carol"].clone(),
+        principal_name: Some("carol".to_owned()),
+    };
+    f.provider
+        .remove_assignment(&carol)
+        .await
+        .context("removed")?;
+    assert!(f.holders("sandbox", "ReadOnly")?.is_empty());
+    f.provider
+        .remove_assignment(&carol)
+        .await
+        .context("removed again")?;
+    Ok(())
+}

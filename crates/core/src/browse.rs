@@ -161,6 +161,12 @@ impl Catalog {
                     0
                 } else {
                     let mut text = path.to_lowercase();
+                    // A discovered target's path holds names: the id (an
+                    // account number) is searchable too.
+                    if target.discovered {
+                        text.push(' ');
+                        text.push_str(&res.id.as_str().to_lowercase());
+                    }
                     if let Some(d) = &res.description {
                         text.push(' ');
                         text.push_str(&d.to_lowercase());

@@ -74,21 +74,22 @@ impl Target {
     }
 
     /// The path from the root down to `resource`, e.g. `prod/orders`. A
-    /// discovered target's OUs are shown by name (`Root/Workloads/Prod/
-    /// 123456789012`): their ids mean nothing to people, and the names
-    /// make the path searchable by OU.
+    /// discovered target's OUs and accounts are shown by name
+    /// (`Root/Workloads/Prod/payments-prod`): their ids (`ou-…`, account
+    /// numbers) mean little to people, and names make the path searchable
+    /// by OU. The id stays the resource's identity.
     pub fn path(&self, resource: &Name) -> String {
-        let label = |n: Name| match self.resources.get(&n).and_then(|r| r.description.as_ref()) {
+        let label = |n: &Name| match self.resources.get(n).and_then(|r| r.description.as_ref()) {
             Some(name) if self.discovered => name.clone(),
             _ => n.to_string(),
         };
         let mut parts: Vec<String> = self
             .ancestors(resource)
-            .into_iter()
+            .iter()
             .rev()
             .map(label)
             .collect();
-        parts.push(resource.to_string());
+        parts.push(label(resource));
         parts.join("/")
     }
 }

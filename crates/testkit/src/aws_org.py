@@ -9,6 +9,8 @@ Commands:
   list_assignments   {instance_arn, account_id, permission_set_arn}
   create_assignment  {instance_arn, account_id, permission_set_arn,
                       principal_type, principal_id}
+  add_account        {parent_id, name, tags}: one more account in an
+                     existing organization, placed under parent_id
 """
 
 import json
@@ -144,7 +146,25 @@ def create_assignment(url, ask):
     return status["Status"]
 
 
+def add_account(url, ask):
+    orgs = client(url, "organizations")
+    root = orgs.list_roots()["Roots"][0]["Id"]
+    created = orgs.create_account(
+        AccountName=ask["name"],
+        Email=ask["name"] + "@example.com",
+        Tags=[{"Key": k, "Value": v} for k, v in (ask.get("tags") or {}).items()],
+    )["CreateAccountStatus"]
+    if ask["parent_id"] != root:
+        orgs.move_account(
+            AccountId=created["AccountId"],
+            SourceParentId=root,
+            DestinationParentId=ask["parent_id"],
+        )
+    return created["AccountId"]
+
+
 COMMANDS = {
+    "add_account": add_account,
     "seed": seed,
     "list_assignments": list_assignments,
     "create_assignment": create_assignment,

@@ -144,3 +144,21 @@ pub fn create_assignment_directly(
     )?;
     Ok(())
 }
+
+/// Adds an account named `name` with `tags` under `parent_id` (an OU or
+/// the root) to the organization [`seed`] made; its new id.
+pub fn add_account(
+    moto_url: &str,
+    parent_id: &str,
+    name: &str,
+    tags: &Value,
+) -> anyhow::Result<String> {
+    let id = run(
+        "add_account",
+        moto_url,
+        &json!({"parent_id": parent_id, "name": name, "tags": tags}),
+    )?;
+    id.as_str()
+        .map(str::to_owned)
+        .context("aws_org.py add_account printed no account id")
+}

@@ -98,6 +98,14 @@ async fn overview(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery)
     let c = &b.catalog();
     let now = Utc::now();
     let resource_total: usize = c.targets.values().map(|t| t.resources.len()).sum();
+    // Discovering targets: when their tree was read, whether reading it
+    // fails now, and what the last reconciliation found.
+    let mut discovered = HashMap::new();
+    for id in b.discovery.keys() {
+        let cached = b.store.inventory(id.as_str()).await.ok().flatten();
+        let report = b.last_reconciliation(id).await.ok().flatten();
+        discovered.insert(id.clone(), (cached, report));
+    }
 
     let eligibilities: Vec<&Eligibility> = c
         .eligibilities
@@ -149,7 +157,7 @@ async fn overview(State(b): State<AppState>, v: Viewer, RawQuery(raw): RawQuery)
         }
         h2 { "Targets (" (c.targets.len()) ")" }
         @for t in c.targets.values() {
-            (target_card(t, needle.as_deref()))
+            (target_card(t, needle.as_deref(), discovered.get(&t.id)))
         }
         h2 { "Eligibilities (" (counted(eligibilities.len(), c.eligibilities.len(), needle.is_some())) ")" }
         @if eligibilities.is_empty() {
@@ -330,7 +338,13 @@ fn eligibility_table(list: &[&Eligibility], now: Timestamp, with_scope: bool) ->
     }
 }
 
-fn target_card(t: &Target, needle: Option<&str>) -> Markup {
+/// What a discovering target's card shows besides its tree.
+type Discovered = (
+    Option<elevate_store::inventory::CachedInventory>,
+    Option<crate::discovery::ReconcileReport>,
+);
+
+fn target_card(t: &Target, needle: Option<&str>, discovered: Option<&Discovered>) -> Markup {
     let total = t.resources.len();
     html! {
         section.card {
@@ -342,6 +356,40 @@ fn target_card(t: &Target, needle: Option<&str>) -> Markup {
                 }
                 dt { "Roles" } dd { (or_none(&joined(&t.roles))) }
                 dt { "Resources" } dd { (total) }
+                @if let Some((cached, report)) = discovered {
+                    dt { "Read from the target" } dd {
+                        @match cached {
+                            Some(c) => { (c.refreshed_at.to_rfc3339()) }
+                            None => span.muted { "not yet" },
+                        }
+                        @if let Some((at, error)) = cached.as_ref().and_then(|c| c.failure.as_ref()) {
+                            br; span.badge { "failing" } " since " (at.to_rfc3339()) ": " (error)
+                        }
+                    }
+                    dt { "Reconciliation" } dd {
+                        @match report {
+                            Some(r) if r.unmanaged.is_empty() => {
+                                (r.at.to_rfc3339()) ": " (r.assignments) " assignments, all given through elevate"
+                            }
+                            Some(r) => {
+                                (r.at.to_rfc3339()) ": " span.badge { (r.unmanaged.len()) " not given through elevate" }
+                                ul {
+                                    @for f in &r.unmanaged {
+                                        li {
+                                            (f.assignment.resource)
+                                            @if let Some(n) = &f.resource_name { " (" (n) ")" }
+                                            " " (f.assignment.role) " " (f.assignment.principal_type) " "
+                                            (f.assignment.principal_name.as_deref().unwrap_or(&f.assignment.principal_id))
+                                            @if f.removed { " (removed)" }
+                                            @if let Some(e) = &f.error { " (removal failed: " (e) ")" }
+                                        }
+                                    }
+                                }
+                            }
+                            None => span.muted { "not yet" },
+                        }
+                    }
+                }
             }
             @if needle.is_none() && total <= SHOWN {
                 details open[total <= 50] {

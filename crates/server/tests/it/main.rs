@@ -9,6 +9,8 @@ mod web_common;
 mod audit;
 mod automation;
 #[cfg(feature = "aws")]
+mod aws_identity_center;
+#[cfg(feature = "aws")]
 mod aws_sts;
 mod bad_input;
 mod chaos;

@@ -286,52 +286,39 @@ impl AwsIdentityCenter {
         self.adopted().refused.get(account).cloned()
     }
 
-    /// The Identity Store user id of the grant's user.
-    async fn find_user(&self, grant: &GrantSpec) -> Result<Option<String>, ProviderError> {
+    /// The Identity Store user id of the grant's user: the one user whose
+    /// user name or e-mail matches.
+    async fn find_user(&self, grant: &GrantSpec) -> Result<String, ProviderError> {
         let instance = self.instance().await?;
+        let store = &instance.identity_store_id;
         let found = directory::find_user(
             &self.identity_store,
-            &instance.identity_store_id,
+            store,
             &grant.user,
             grant.email.as_deref(),
         )
         .await?;
+        let who = format!("\"{}\"{}", grant.user, email_suffix(grant));
         match found {
-            UserMatch::One(id) => Ok(Some(id)),
-            UserMatch::None => Ok(None),
+            UserMatch::One(id) => Ok(id),
+            UserMatch::None => Err(ProviderError::Permanent(format!(
+                "no user {who} in the IAM Identity Center identity store {store}; ask an \
+                 administrator to provision them"
+            ))),
             UserMatch::Several(ids) => Err(ProviderError::Permanent(format!(
-                "user \"{}\"{} matches several users in the IAM Identity Center identity store \
-                 {}: {}; ask an administrator to make user names and e-mails unique",
-                grant.user,
-                email_suffix(grant),
-                instance.identity_store_id,
+                "user {who} matches several users in the IAM Identity Center identity store \
+                 {store}: {}; ask an administrator to make user names and e-mails unique",
                 ids.join(", ")
             ))),
         }
     }
 
-    /// The recorded user id, or the one found now.
+    /// The user id recorded with the grant, or the one found now.
     async fn user_id(&self, grant: &GrantSpec) -> Result<String, ProviderError> {
-        if let Some(id) = &grant.account {
-            return Ok(id.clone());
+        match &grant.account {
+            Some(id) => Ok(id.clone()),
+            None => self.find_user(grant).await,
         }
-        match self.find_user(grant).await? {
-            Some(id) => Ok(id),
-            None => Err(self.no_user(grant).await),
-        }
-    }
-
-    async fn no_user(&self, grant: &GrantSpec) -> ProviderError {
-        let store = match self.instance().await {
-            Ok(instance) => instance.identity_store_id.clone(),
-            Err(_) => "(unknown)".to_owned(),
-        };
-        ProviderError::Permanent(format!(
-            "no user \"{}\"{} in the IAM Identity Center identity store {store}; ask an \
-             administrator to provision them",
-            grant.user,
-            email_suffix(grant)
-        ))
     }
 
     /// The assignment a grant stands for.
@@ -375,8 +362,8 @@ impl AwsIdentityCenter {
     async fn create(&self, target: &AssignmentTarget) -> Result<(), ProviderError> {
         let lock = self.account_lock(&target.account);
         let _one_change_per_account = lock.lock().await;
-        // Looked at first: AWS answers a conflict for an existing
-        // assignment, and moto would store a second copy.
+        // Looked at first, so that a repeated apply asks AWS for nothing
+        // (moto would even store a second copy).
         if self.is_present(target).await? {
             return Ok(());
         }
@@ -505,10 +492,7 @@ impl Provider for AwsIdentityCenter {
             )));
         }
         self.permission_set(&grant.role)?;
-        match self.find_user(grant).await? {
-            Some(id) => Ok(Some(id)),
-            None => Err(self.no_user(grant).await),
-        }
+        Ok(Some(self.find_user(grant).await?))
     }
 
     async fn discover(&self) -> Result<Inventory, ProviderError> {
@@ -527,7 +511,11 @@ impl Provider for AwsIdentityCenter {
                 continue;
             }
             if roles.contains_key(&name) {
-                tracing::warn!(permission_set = %name, %arn, "two permission sets share a name; the first is offered");
+                tracing::warn!(
+                    permission_set = %name,
+                    %arn,
+                    "two permission sets share a name; the first is offered"
+                );
                 continue;
             }
             roles.insert(name, arn);
@@ -536,7 +524,11 @@ impl Provider for AwsIdentityCenter {
         // one deleted permission set should not stop the others from
         // being offered. `validate` reports it too.
         for name in wanted.iter().filter(|name| !roles.contains_key(**name)) {
-            tracing::warn!(permission_set = %name, instance = %instance.arn, "a configured permission set does not exist; it is not offered");
+            tracing::warn!(
+                permission_set = %name,
+                instance = %instance.arn,
+                "a configured permission set does not exist; it is not offered"
+            );
         }
         let mut refused = BTreeMap::new();
         if !self.config.allow_management_account {

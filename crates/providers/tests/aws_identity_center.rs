@@ -664,3 +664,52 @@ async fn assignments_include_those_made_outside_elevate_with_names() -> anyhow::
         .context("removed again")?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cached_inventory_does_not_outlive_the_management_account_setting() -> anyhow::Result<()>
+{
+    // Discovered while the management account was allowed...
+    let f = start_with(small_org(), false, |c| c.allow_management_account = true).await?;
+    assert!(f.inventory.refused.is_empty());
+    let management = spec(
+        &f.seeded.management_account,
+        "ReadOnly",
+        "alice",
+        Some("alice@example.com"),
+    );
+    assert!(f.provider.prepare(&management).await?.is_some());
+
+    // ...and read back from the cache after the config stopped allowing it.
+    let strict = AwsIdentityCenter::new(config(&f.moto)).await?;
+    strict.adopt(&f.inventory);
+    let message = permanent(strict.prepare(&management).await)?;
+    assert!(message.contains("management account"), "{message}");
+    let message = permanent(strict.apply(&management).await)?;
+    assert!(message.contains("management account"), "{message}");
+    let readonly = &f.seeded.permission_sets["ReadOnly"];
+    aws_org::create_assignment_directly(
+        &f.moto.url(),
+        &f.seeded.instance_arn,
+        &f.seeded.management_account,
+        readonly,
+        "USER",
+        &f.seeded.users["carol"],
+    )?;
+    let found = strict
+        .assignments(&["ReadOnly".to_owned()])
+        .await?
+        .context("listable")?;
+    assert!(found.is_empty(), "{found:?}");
+
+    // The other way round: a cached refusal is dropped once allowed.
+    let strict_inventory = strict.discover().await?;
+    assert!(!strict_inventory.refused.is_empty());
+    let lenient = AwsIdentityCenter::new(IdentityCenterConfig {
+        allow_management_account: true,
+        ..config(&f.moto)
+    })
+    .await?;
+    lenient.adopt(&strict_inventory);
+    assert!(lenient.prepare(&management).await?.is_some());
+    Ok(())
+}

@@ -72,6 +72,10 @@ pub struct AwsIdentityCenter {
     /// The instance and its Identity Store, asked once (they do not
     /// change while elevate runs).
     instance: OnceCell<Instance>,
+    /// The Organization's management account (it never changes), asked
+    /// once. Refusals check it besides the adopted inventory, which may
+    /// be a cache from when the config allowed it.
+    management_account: OnceCell<String>,
     /// What the last adopted inventory says.
     adopted: RwLock<Adopted>,
     /// One lock per AWS account: AWS runs one assignment change per
@@ -194,6 +198,7 @@ impl AwsIdentityCenter {
             sso_admin: aws_sdk_ssoadmin::Client::new(&sdk),
             assignments,
             instance: OnceCell::new(),
+            management_account: OnceCell::new(),
             adopted: RwLock::default(),
             account_locks: Mutex::default(),
             config,
@@ -281,57 +286,74 @@ impl AwsIdentityCenter {
         })
     }
 
-    /// Why elevate does not grant in `account`, if it does not.
-    fn refusal(&self, account: &str) -> Option<String> {
-        self.adopted().refused.get(account).cloned()
+    /// The Organization's management account.
+    async fn management_account(&self) -> Result<&str, ProviderError> {
+        let id = self
+            .management_account
+            .get_or_try_init(|| async {
+                let answer = self
+                    .organizations
+                    .describe_organization()
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeOrganization", &e))?;
+                answer
+                    .organization()
+                    .and_then(|o| o.master_account_id())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        AwsError::malformed("DescribeOrganization", "a management account id")
+                    })
+            })
+            .await?;
+        Ok(id)
     }
 
-    /// The Identity Store user id of the grant's user.
-    async fn find_user(&self, grant: &GrantSpec) -> Result<Option<String>, ProviderError> {
+    /// Why elevate does not grant in `account`, if it does not.
+    async fn refusal(&self, account: &str) -> Result<Option<String>, ProviderError> {
+        if let Some(reason) = self.adopted().refused.get(account) {
+            return Ok(Some(reason.clone()));
+        }
+        if self.config.allow_management_account {
+            return Ok(None);
+        }
+        let management = self.management_account().await?;
+        Ok((management == account).then(|| MANAGEMENT_ACCOUNT_REFUSED.to_owned()))
+    }
+
+    /// The Identity Store user id of the grant's user: the one user whose
+    /// user name or e-mail matches.
+    async fn find_user(&self, grant: &GrantSpec) -> Result<String, ProviderError> {
         let instance = self.instance().await?;
+        let store = &instance.identity_store_id;
         let found = directory::find_user(
             &self.identity_store,
-            &instance.identity_store_id,
+            store,
             &grant.user,
             grant.email.as_deref(),
         )
         .await?;
+        let who = format!("\"{}\"{}", grant.user, email_suffix(grant));
         match found {
-            UserMatch::One(id) => Ok(Some(id)),
-            UserMatch::None => Ok(None),
+            UserMatch::One(id) => Ok(id),
+            UserMatch::None => Err(ProviderError::Permanent(format!(
+                "no user {who} in the IAM Identity Center identity store {store}; ask an \
+                 administrator to provision them"
+            ))),
             UserMatch::Several(ids) => Err(ProviderError::Permanent(format!(
-                "user \"{}\"{} matches several users in the IAM Identity Center identity store \
-                 {}: {}; ask an administrator to make user names and e-mails unique",
-                grant.user,
-                email_suffix(grant),
-                instance.identity_store_id,
+                "user {who} matches several users in the IAM Identity Center identity store \
+                 {store}: {}; ask an administrator to make user names and e-mails unique",
                 ids.join(", ")
             ))),
         }
     }
 
-    /// The recorded user id, or the one found now.
+    /// The user id recorded with the grant, or the one found now.
     async fn user_id(&self, grant: &GrantSpec) -> Result<String, ProviderError> {
-        if let Some(id) = &grant.account {
-            return Ok(id.clone());
+        match &grant.account {
+            Some(id) => Ok(id.clone()),
+            None => self.find_user(grant).await,
         }
-        match self.find_user(grant).await? {
-            Some(id) => Ok(id),
-            None => Err(self.no_user(grant).await),
-        }
-    }
-
-    async fn no_user(&self, grant: &GrantSpec) -> ProviderError {
-        let store = match self.instance().await {
-            Ok(instance) => instance.identity_store_id.clone(),
-            Err(_) => "(unknown)".to_owned(),
-        };
-        ProviderError::Permanent(format!(
-            "no user \"{}\"{} in the IAM Identity Center identity store {store}; ask an \
-             administrator to provision them",
-            grant.user,
-            email_suffix(grant)
-        ))
     }
 
     /// The assignment a grant stands for.
@@ -375,8 +397,8 @@ impl AwsIdentityCenter {
     async fn create(&self, target: &AssignmentTarget) -> Result<(), ProviderError> {
         let lock = self.account_lock(&target.account);
         let _one_change_per_account = lock.lock().await;
-        // Looked at first: AWS answers a conflict for an existing
-        // assignment, and moto would store a second copy.
+        // Looked at first, so that a repeated apply asks AWS for nothing
+        // (moto would even store a second copy).
         if self.is_present(target).await? {
             return Ok(());
         }
@@ -491,7 +513,7 @@ impl Provider for AwsIdentityCenter {
     /// Refuses what cannot be granted and finds the user, so that the
     /// requester hears at once, not after approval.
     async fn prepare(&self, grant: &GrantSpec) -> Result<Option<String>, ProviderError> {
-        if let Some(reason) = self.refusal(&grant.resource) {
+        if let Some(reason) = self.refusal(&grant.resource).await? {
             return Err(ProviderError::Permanent(format!(
                 "AWS account {} is {reason}",
                 grant.resource
@@ -505,14 +527,14 @@ impl Provider for AwsIdentityCenter {
             )));
         }
         self.permission_set(&grant.role)?;
-        match self.find_user(grant).await? {
-            Some(id) => Ok(Some(id)),
-            None => Err(self.no_user(grant).await),
-        }
+        Ok(Some(self.find_user(grant).await?))
     }
 
     async fn discover(&self) -> Result<Inventory, ProviderError> {
         let tree = discovery::organization(&self.organizations).await?;
+        // Already set means the same value: an Organization's management
+        // account never changes.
+        let _ = self.management_account.set(tree.management_account.clone());
         let instance = self.instance().await?;
         let sets = discovery::permission_sets(&self.sso_admin, &instance.arn).await?;
         let wanted: BTreeSet<&str> = self
@@ -527,7 +549,11 @@ impl Provider for AwsIdentityCenter {
                 continue;
             }
             if roles.contains_key(&name) {
-                tracing::warn!(permission_set = %name, %arn, "two permission sets share a name; the first is offered");
+                tracing::warn!(
+                    permission_set = %name,
+                    %arn,
+                    "two permission sets share a name; the first is offered"
+                );
                 continue;
             }
             roles.insert(name, arn);
@@ -536,7 +562,11 @@ impl Provider for AwsIdentityCenter {
         // one deleted permission set should not stop the others from
         // being offered. `validate` reports it too.
         for name in wanted.iter().filter(|name| !roles.contains_key(**name)) {
-            tracing::warn!(permission_set = %name, instance = %instance.arn, "a configured permission set does not exist; it is not offered");
+            tracing::warn!(
+                permission_set = %name,
+                instance = %instance.arn,
+                "a configured permission set does not exist; it is not offered"
+            );
         }
         let mut refused = BTreeMap::new();
         if !self.config.allow_management_account {
@@ -552,10 +582,17 @@ impl Provider for AwsIdentityCenter {
         })
     }
 
+    /// A cached inventory may predate the config: its management-account
+    /// refusal is dropped when the config now allows it, and added back
+    /// (`refusal`) when it no longer does.
     fn adopt(&self, inventory: &Inventory) {
+        let mut refused = inventory.refused.clone();
+        if self.config.allow_management_account {
+            refused.retain(|_, reason| reason != MANAGEMENT_ACCOUNT_REFUSED);
+        }
         let adopted = Adopted {
             roles: inventory.roles.clone(),
-            refused: inventory.refused.clone(),
+            refused,
             accounts: inventory
                 .resources
                 .iter()
@@ -574,6 +611,11 @@ impl Provider for AwsIdentityCenter {
         roles: &[String],
     ) -> Result<Option<Vec<Assignment>>, ProviderError> {
         let instance = self.instance().await?;
+        let management = if self.config.allow_management_account {
+            None
+        } else {
+            Some(self.management_account().await?)
+        };
         let pairs: Vec<(String, String, String)> = {
             let adopted = self.adopted();
             let sets: Vec<(&String, &String)> = roles
@@ -583,7 +625,9 @@ impl Provider for AwsIdentityCenter {
             adopted
                 .accounts
                 .iter()
-                .filter(|account| !adopted.refused.contains_key(*account))
+                .filter(|account| {
+                    !adopted.refused.contains_key(*account) && management != Some(account.as_str())
+                })
                 .flat_map(|account| {
                     sets.iter()
                         .map(move |(role, arn)| (account.clone(), (*role).clone(), (*arn).clone()))
@@ -644,7 +688,7 @@ impl Provider for AwsIdentityCenter {
     }
 
     async fn remove_assignment(&self, assignment: &Assignment) -> Result<(), ProviderError> {
-        if let Some(reason) = self.refusal(&assignment.resource) {
+        if let Some(reason) = self.refusal(&assignment.resource).await? {
             return Err(ProviderError::Permanent(format!(
                 "AWS account {} is {reason}; elevate changes nothing there",
                 assignment.resource
@@ -671,7 +715,7 @@ impl Provider for AwsIdentityCenter {
     async fn apply(&self, grant: &GrantSpec) -> Result<(), ProviderError> {
         // Checked again here, not only in prepare: the config may have
         // changed between the request and its approval.
-        if let Some(reason) = self.refusal(&grant.resource) {
+        if let Some(reason) = self.refusal(&grant.resource).await? {
             return Err(ProviderError::Permanent(format!(
                 "AWS account {} is {reason}",
                 grant.resource

@@ -138,7 +138,10 @@ where
                 action: crate::args::TargetsAction::Refresh { .. },
             } => crate::targets::refreshed(&read(answer, "the refresh summary")?),
             ClientCommand::Targets { .. } => {
-                return Ok(crate::targets::report(&read(answer, "the reconciliation report")?))
+                return Ok(crate::targets::report(&read(
+                    answer,
+                    "the reconciliation report",
+                )?))
             }
             ClientCommand::Creds { format, .. } => {
                 if *format == crate::args::CredsFormat::Json {

@@ -83,12 +83,7 @@ impl Target {
             Some(name) if self.discovered => name.clone(),
             _ => n.to_string(),
         };
-        let mut parts: Vec<String> = self
-            .ancestors(resource)
-            .iter()
-            .rev()
-            .map(label)
-            .collect();
+        let mut parts: Vec<String> = self.ancestors(resource).iter().rev().map(label).collect();
         parts.push(label(resource));
         parts.join("/")
     }

@@ -168,7 +168,10 @@ pub trait Provider: Send + Sync {
 
     /// Every assignment of `roles` on the target, whoever holds it
     /// (reconciliation). Targets that cannot list them return `None`.
-    async fn assignments(&self, _roles: &[String]) -> Result<Option<Vec<Assignment>>, ProviderError> {
+    async fn assignments(
+        &self,
+        _roles: &[String],
+    ) -> Result<Option<Vec<Assignment>>, ProviderError> {
         Ok(None)
     }
 

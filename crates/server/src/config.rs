@@ -2581,9 +2581,9 @@ mod tests {
     #[test]
     fn identity_center_targets_read_their_tree_from_aws_and_bound_their_timers() {
         // Accounts and roles named in the file would be a second truth.
-        let e = errors(&format!(
+        let e = errors(
             "[[targets]]\nid = \"aws\"\nkind = \"aws-identity-center\"\nroles = [\"Admin\"]\n[targets.identity_center]\nregion = \"us-east-1\"\n"
-        ))
+        )
         .join("\n");
         if !cfg!(feature = "aws") {
             assert!(e.contains("lacks AWS support"), "{e}");

@@ -285,7 +285,9 @@ impl Broker {
             )
             .into());
         }
-        let requirement = self.catalog().approval_requirement(&target, &resource, &role);
+        let requirement = self
+            .catalog()
+            .approval_requirement(&target, &resource, &role);
         let approval = if eligibility.approval_required && !input.break_glass {
             Some(requirement.as_ref().ok_or(DomainError::NoApprovalPolicy)?)
         } else {
@@ -294,7 +296,8 @@ impl Broker {
         // Rules only approve what the eligibility above already permitted
         // and what needs approval; never break-glass (see
         // `Catalog::auto_approval` for the other limits).
-        let auto_approval = approval.and_then(|_| self.catalog().auto_approval(who, ask, start, now));
+        let auto_approval =
+            approval.and_then(|_| self.catalog().auto_approval(who, ask, start, now));
         let provider = self.provider(&target)?;
         // Asked last, once everything cheap has passed, and before the write
         // transaction: a slow ticket system must not hold other writers.
@@ -821,7 +824,11 @@ impl Broker {
         let mut recorded = 0;
         if self.catalog().has_followups() {
             let earliest = |pick: fn(&elevate_core::policy::ApprovalPolicy) -> Option<Span>| {
-                self.catalog().approval_policies.iter().filter_map(pick).min()
+                self.catalog()
+                    .approval_policies
+                    .iter()
+                    .filter_map(pick)
+                    .min()
             };
             if let Some(after) = earliest(|p| p.remind_after) {
                 recorded += self

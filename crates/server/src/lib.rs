@@ -34,9 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use elevate_core::values::Name;
 use elevate_providers::dry_run::DryRun;
 use elevate_providers::postgres::PostgresProvider;
-use elevate_core::values::Name;
 use elevate_providers::Provider;
 use elevate_store::Store;
 use tokio::net::TcpListener;

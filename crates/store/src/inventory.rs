@@ -26,7 +26,7 @@ pub struct CachedInventory {
 impl Store {
     /// Stores a freshly read inventory; clears any recorded failure.
     pub async fn save_inventory(&self, target: &str, doc: &str, at: Timestamp) -> Result<()> {
-        let mut tx = self.begin().await.unwrap();
+        let mut tx = self.begin().await?;
         // Portable upsert: the row either exists or not, and the write
         // lock keeps another replica from inserting in between.
         let updated = sqlx::query(
@@ -37,7 +37,7 @@ impl Store {
         .bind(doc)
         .bind(to_millis(at))
         .execute(&mut *tx.tx)
-        .await.unwrap()
+        .await?
         .rows_affected();
         if updated == 0 {
             sqlx::query("INSERT INTO inventories (target, doc, refreshed_at) VALUES ($1, $2, $3)")
@@ -45,8 +45,7 @@ impl Store {
                 .bind(doc)
                 .bind(to_millis(at))
                 .execute(&mut *tx.tx)
-                .await
-                .unwrap();
+                .await?;
         }
         tx.commit().await
     }
@@ -54,14 +53,13 @@ impl Store {
     /// Records a failed refresh; the last good inventory stays. A target
     /// never read successfully gets no row (there is nothing to keep).
     pub async fn inventory_failed(&self, target: &str, error: &str, at: Timestamp) -> Result<()> {
-        let mut tx = self.begin().await.unwrap();
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE inventories SET failed_at = $2, last_error = $3 WHERE target = $1")
             .bind(target)
             .bind(to_millis(at))
             .bind(error)
             .execute(&mut *tx.tx)
-            .await
-            .unwrap();
+            .await?;
         tx.commit().await
     }
 
@@ -72,7 +70,7 @@ impl Store {
         )
         .bind(target)
         .fetch_optional(&self.pool)
-        .await.unwrap();
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -130,8 +128,7 @@ impl Store {
             sqlx::query_scalar("SELECT refreshed_at FROM inventories WHERE target = $1")
                 .bind(target)
                 .fetch_optional(&self.pool)
-                .await
-                .unwrap();
+                .await?;
         at.map(from_millis).transpose()
     }
 }

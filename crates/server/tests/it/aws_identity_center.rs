@@ -80,7 +80,11 @@ impl Org {
 
     /// Principal ids holding `ps` on `account`, as moto lists them.
     async fn holders(&self, account: &str, ps: &str) -> Result<Vec<String>> {
-        let (url, instance, ps_arn) = (self.moto.url(), self.instance()?, self.id("permission_sets", ps)?);
+        let (url, instance, ps_arn) = (
+            self.moto.url(),
+            self.instance()?,
+            self.id("permission_sets", ps)?,
+        );
         let account = account.to_owned();
         let list = tokio::task::spawn_blocking(move || {
             aws_org::list_assignments(&url, &instance, &account, &ps_arn)
@@ -211,7 +215,10 @@ async fn an_account_two_ous_down_is_assigned_after_approval_and_unassigned_at_th
     // Two requests for the same account and permission set; the second
     // lasts longer.
     let first = app.request("alice", ask(&payments, "6s")).await?;
-    ensure!(org.holders(&payments, ADMIN_PS).await?.is_empty(), "assigned before approval");
+    ensure!(
+        org.holders(&payments, ADMIN_PS).await?.is_empty(),
+        "assigned before approval"
+    );
     app.approve("bob", &first).await?;
     app.wait_state(&first, "active", WAIT).await?;
     // Active only once AWS said so: the assignment is there now.
@@ -256,25 +263,47 @@ async fn users_are_found_by_email_in_any_case_and_a_missing_user_is_told_at_requ
 
     // eve is eligible but not in the Identity Store: refused now, with
     // what to do, and nothing is created.
-    let (status, v) = app.post("eve", "/api/v1/requests", ask(&orders, "1h")).await?;
+    let (status, v) = app
+        .post("eve", "/api/v1/requests", ask(&orders, "1h"))
+        .await?;
     ensure!(status == StatusCode::UNPROCESSABLE_ENTITY, "{status} {v}");
     assert_eq!(v["code"], "target_refused");
     let message = v["message"].as_str().unwrap_or_default();
-    ensure!(message.contains("eve") && message.contains("identity store"), "{message}");
+    ensure!(
+        message.contains("eve") && message.contains("identity store"),
+        "{message}"
+    );
     let (_, mine) = app.get("eve", "/api/v1/requests").await?;
-    ensure!(mine["requests"].as_array().is_some_and(Vec::is_empty), "{mine}");
+    ensure!(
+        mine["requests"].as_array().is_some_and(Vec::is_empty),
+        "{mine}"
+    );
 
     // An OU is not an account, and the management account is kept out.
     let (status, v) = app
-        .post("alice", "/api/v1/requests", ask(&org.id("ous", "Prod")?, "1h"))
+        .post(
+            "alice",
+            "/api/v1/requests",
+            ask(&org.id("ous", "Prod")?, "1h"),
+        )
         .await?;
     ensure!(status == StatusCode::UNPROCESSABLE_ENTITY, "{status} {v}");
     assert_eq!(v["code"], "not_grantable");
-    let management = org.seeded["management_account"].as_str().context("no management account")?;
-    let (status, v) = app.post("alice", "/api/v1/requests", ask(management, "1h")).await?;
+    let management = org.seeded["management_account"]
+        .as_str()
+        .context("no management account")?;
+    let (status, v) = app
+        .post("alice", "/api/v1/requests", ask(management, "1h"))
+        .await?;
     ensure!(status == StatusCode::UNPROCESSABLE_ENTITY, "{status} {v}");
     assert_eq!(v["code"], "not_grantable");
-    ensure!(v["message"].as_str().unwrap_or_default().contains("management account"), "{v}");
+    ensure!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("management account"),
+        "{v}"
+    );
     Ok(())
 }
 
@@ -291,9 +320,14 @@ async fn a_failed_assignment_is_never_shown_active_and_its_reason_is_visible() -
     let id = app.request("alice", ask(&payments, "1h")).await?;
     app.approve("bob", &id).await?;
     let failed = app.wait_state(&id, "failed", WAIT).await?;
-    ensure!(failed.to_string().contains("Not supported policy"), "reason not shown: {failed}");
+    ensure!(
+        failed.to_string().contains("Not supported policy"),
+        "reason not shown: {failed}"
+    );
     // Nobody saw it active, and nothing is left in AWS.
-    let (_, audit) = app.get("dave", &format!("/api/v1/audit?request={id}")).await?;
+    let (_, audit) = app
+        .get("dave", &format!("/api/v1/audit?request={id}"))
+        .await?;
     ensure!(!audit.to_string().contains("grant.activated"), "{audit}");
     ensure!(audit.to_string().contains("grant.failed"), "{audit}");
     assert!(org.holders(&payments, ADMIN_PS).await?.is_empty());
@@ -301,14 +335,18 @@ async fn a_failed_assignment_is_never_shown_active_and_its_reason_is_visible() -
     for who in ["alice", "bob"] {
         let (status, v) = app.get(who, &format!("/api/v1/requests/{id}")).await?;
         ensure!(status == StatusCode::OK, "{who}: {status} {v}");
-        ensure!(v.to_string().contains("Not supported policy"), "{who} does not see it: {v}");
+        ensure!(
+            v.to_string().contains("Not supported policy"),
+            "{who} does not see it: {v}"
+        );
     }
     Ok(())
 }
 
 /// Uses the fault-injecting wrapper: moto never throttles or conflicts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_and_conflicts_are_retried_with_backoff_and_recorded_until_success() -> Result<()> {
+async fn throttling_and_conflicts_are_retried_with_backoff_and_recorded_until_success() -> Result<()>
+{
     let org = org().await?;
     let dir = tempfile::tempdir()?;
     let faults = Faults::new();
@@ -326,25 +364,43 @@ async fn throttling_and_conflicts_are_retried_with_backoff_and_recorded_until_su
     );
     // Each refused call is an attempt on record, with AWS's error code.
     let attempts = active["attempts"].as_array().context("no attempts")?;
-    let retries: Vec<&Value> = attempts.iter().filter(|a| a["outcome"] == "retry").collect();
+    let retries: Vec<&Value> = attempts
+        .iter()
+        .filter(|a| a["outcome"] == "retry")
+        .collect();
     ensure!(retries.len() == 3, "expected 3 retries: {attempts:?}");
     let errors = json!(retries).to_string();
-    ensure!(errors.contains("ThrottlingException") && errors.contains("ConflictException"), "{errors}");
-    ensure!(faults.calls(Call::Create) >= 4, "create called {} times", faults.calls(Call::Create));
+    ensure!(
+        errors.contains("ThrottlingException") && errors.contains("ConflictException"),
+        "{errors}"
+    );
+    ensure!(
+        faults.calls(Call::Create) >= 4,
+        "create called {} times",
+        faults.calls(Call::Create)
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remove_it() -> Result<()> {
+async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remove_it() -> Result<()>
+{
     let org = org().await?;
     let dir = tempfile::tempdir()?;
     let app = start(&org, dir.path(), None).await?;
-    let (orders, payments) = (org.id("accounts", "orders-prod")?, org.id("accounts", "payments-prod")?);
+    let (orders, payments) = (
+        org.id("accounts", "orders-prod")?,
+        org.id("accounts", "payments-prod")?,
+    );
     let id = app.request("alice", ask(&payments, "1h")).await?;
     app.approve("bob", &id).await?;
     app.wait_state(&id, "active", WAIT).await?;
     // Someone gives mallory AdministratorAccess in the AWS console.
-    let (url, instance, ps) = (org.moto.url(), org.instance()?, org.id("permission_sets", ADMIN_PS)?);
+    let (url, instance, ps) = (
+        org.moto.url(),
+        org.instance()?,
+        org.id("permission_sets", ADMIN_PS)?,
+    );
     let (account, mallory) = (orders.clone(), org.id("users", "mallory")?);
     tokio::task::spawn_blocking(move || {
         aws_org::create_assignment_directly(&url, &instance, &account, &ps, "USER", &mallory)
@@ -352,9 +408,13 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
     .await??;
 
     // Only admins run it; the report names mallory's and not alice's.
-    let (status, _) = app.post("alice", "/api/v1/targets/aws/reconcile", json!({})).await?;
+    let (status, _) = app
+        .post("alice", "/api/v1/targets/aws/reconcile", json!({}))
+        .await?;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, report) = app.post("dave", "/api/v1/targets/aws/reconcile", json!({})).await?;
+    let (status, report) = app
+        .post("dave", "/api/v1/targets/aws/reconcile", json!({}))
+        .await?;
     ensure!(status == StatusCode::OK, "{status} {report}");
     let unmanaged = report["unmanaged"].as_array().context("no findings")?;
     ensure!(unmanaged.len() == 1, "{report}");
@@ -364,20 +424,40 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
     assert_eq!(unmanaged[0]["removed"], false);
     assert_eq!(report["assignments"], 2);
     // Kept: auditors read it later, the CLI prints it, metrics count it.
-    let (status, last) = app.get("dave", "/api/v1/targets/aws/reconciliation").await?;
-    ensure!(status == StatusCode::OK && last["unmanaged"] == report["unmanaged"], "{status} {last}");
+    let (status, last) = app
+        .get("dave", "/api/v1/targets/aws/reconciliation")
+        .await?;
+    ensure!(
+        status == StatusCode::OK && last["unmanaged"] == report["unmanaged"],
+        "{status} {last}"
+    );
     let out = cli(&app.url, "dave", &["targets", "reconcile", "aws"])?;
     let printed = String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    ensure!(printed.contains("orders-prod") && printed.contains("mallory"), "{printed}");
-    let metrics = reqwest::get(format!("{}/metrics", app.url)).await?.text().await?;
-    ensure!(metrics.contains("elevate_unmanaged_assignments{target=\"aws\"} 1"), "{metrics}");
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        printed.contains("orders-prod") && printed.contains("mallory"),
+        "{printed}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", app.url))
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        metrics.contains("elevate_unmanaged_assignments{target=\"aws\"} 1"),
+        "{metrics}"
+    );
     // The admin page shows when the tree was read and the finding.
     let browser = signed_in(&app, "dave").await?;
     let (status, html) = page(&app, &browser, "/admin").await?;
     ensure!(status == StatusCode::OK, "{status}");
     ensure!(
-        html.contains("1 not given through elevate") && html.contains("orders-prod") && html.contains("mallory"),
+        html.contains("1 not given through elevate")
+            && html.contains("orders-prod")
+            && html.contains("mallory"),
         "{html}"
     );
     ensure!(html.contains("Read from the target"), "{html}");
@@ -387,12 +467,15 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
     let text = config(dir.path(), &org, "remove")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let app = TestApp::start_with(&text, listener, BTreeMap::new()).await?;
-    let (status, report) = app.post("dave", "/api/v1/targets/aws/reconcile", json!({})).await?;
+    let (status, report) = app
+        .post("dave", "/api/v1/targets/aws/reconcile", json!({}))
+        .await?;
     ensure!(status == StatusCode::OK, "{status} {report}");
     // The periodic run at start may have removed it already; either way
     // it is gone and alice's grant keeps its assignment.
     let removed_now = report["unmanaged"].as_array().is_some_and(|u| {
-        u.iter().all(|f| f["removed"] == true && f["principal_name"] == "mallory")
+        u.iter()
+            .all(|f| f["removed"] == true && f["principal_name"] == "mallory")
     });
     ensure!(removed_now, "{report}");
     assert!(org.holders(&orders, ADMIN_PS).await?.is_empty());
@@ -419,9 +502,18 @@ async fn targets_refresh_reads_a_new_account_at_once_and_only_for_admins() -> Re
     ensure!(String::from_utf8_lossy(&out.stderr).contains("only admins"));
     let out = cli(&app.url, "dave", &["targets", "refresh", "aws"])?;
     let printed = String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    ensure!(printed.contains("6 accounts") && printed.contains("never granted"), "{printed}");
-    let (_, eligible) = app.get("alice", "/api/v1/eligible?target=aws&q=ledger").await?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        printed.contains("6 accounts") && printed.contains("never granted"),
+        "{printed}"
+    );
+    let (_, eligible) = app
+        .get("alice", "/api/v1/eligible?target=aws&q=ledger")
+        .await?;
     ensure!(eligible.to_string().contains("ledger-prod"), "{eligible}");
 
     // The tree is kept in the store: restarted while AWS cannot be
@@ -431,11 +523,18 @@ async fn targets_refresh_reads_a_new_account_at_once_and_only_for_admins() -> Re
     drop(org);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let app = TestApp::start_with(&text, listener, BTreeMap::new()).await?;
-    let (_, eligible) = app.get("alice", "/api/v1/eligible?target=aws&q=ledger").await?;
+    let (_, eligible) = app
+        .get("alice", "/api/v1/eligible?target=aws&q=ledger")
+        .await?;
     ensure!(eligible.to_string().contains("ledger-prod"), "{eligible}");
     // A refresh now fails with the reason and keeps the tree.
-    let (status, v) = app.post("dave", "/api/v1/targets/aws/refresh", json!({})).await?;
-    ensure!(status == StatusCode::BAD_GATEWAY && v["code"] == "target_unavailable", "{status} {v}");
+    let (status, v) = app
+        .post("dave", "/api/v1/targets/aws/refresh", json!({}))
+        .await?;
+    ensure!(
+        status == StatusCode::BAD_GATEWAY && v["code"] == "target_unavailable",
+        "{status} {v}"
+    );
     let (_, eligible) = app.get("alice", "/api/v1/eligible?target=aws").await?;
     ensure!(eligible.to_string().contains("payments-prod"), "{eligible}");
     Ok(())

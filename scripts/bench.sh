@@ -12,7 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 cargo bench -p elevate --no-run --quiet
-for bench in latency scheduler throughput decision startup picker replicas notify; do
+for bench in latency scheduler throughput decision startup picker inventory replicas notify; do
   echo "== $bench" >&2
   cargo bench -p elevate --quiet --bench "$bench" -- --json | tail -n 1 > "$tmp/$bench.json"
   cat "$tmp/$bench.json" >&2
@@ -36,7 +36,7 @@ machine = {
     "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
 }
 results = {"machine": machine}
-for name in ["latency", "scheduler", "throughput", "decision", "startup", "picker", "replicas"]:
+for name in ["latency", "scheduler", "throughput", "decision", "startup", "picker", "inventory", "replicas", "notify"]:
     with open(os.path.join(tmp, name + ".json")) as f:
         results[name] = json.load(f)
 with open(out, "w") as f:

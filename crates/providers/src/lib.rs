@@ -107,11 +107,18 @@ pub enum ProviderError {
     /// user does not exist on the target, elevate lacks a privilege).
     #[error("{0}")]
     Permanent(String),
+    /// The target accepted the change and is still carrying it out, or is
+    /// busy with another change it runs one at a time (AWS assignment
+    /// changes): an expected wait, retried like `Retryable` but not a
+    /// sign that something is wrong (a removal in this state does not
+    /// raise the "removal failing" alarm).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl ProviderError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::Retryable(_))
+        matches!(self, ProviderError::Retryable(_) | ProviderError::Busy(_))
     }
 }
 
@@ -159,6 +166,14 @@ pub trait Provider: Send + Sync {
             "a {} target lists its resources in the config",
             self.kind()
         )))
+    }
+
+    /// The target's principal in an account recorded with a grant
+    /// ([`Provider::prepare`]), as [`Assignment::principal_id`] names it.
+    /// Providers that record more than the principal (the permission set
+    /// ARN, so a renamed one is still removed) take it apart here.
+    fn principal_of(&self, account: &str) -> String {
+        account.to_owned()
     }
 
     /// Takes in an inventory (just discovered, or read back from the

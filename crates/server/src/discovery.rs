@@ -225,6 +225,13 @@ impl Broker {
     /// Installs the stored inventory of `target` when it is newer than
     /// the one installed here. True when one was installed.
     async fn take_stored(&self, target: &Name) -> Result<bool, ApiError> {
+        // The cheap question first: the document itself is large (some
+        // hundred kilobytes for a thousand accounts) and rarely new.
+        let stored_at = self.store.inventory_refreshed_at(target.as_str()).await?;
+        let installed = self.installed_at(target);
+        if stored_at.is_none() || installed.is_some_and(|at| Some(at) >= stored_at) {
+            return Ok(false);
+        }
         let Some(cached) = self.store.inventory(target.as_str()).await? else {
             return Ok(false);
         };
@@ -382,10 +389,6 @@ impl Broker {
             assignments: found.len(),
             unmanaged,
         };
-        self.metrics.unmanaged_assignments(
-            target.as_str(),
-            report.unmanaged.iter().filter(|f| !f.removed).count(),
-        );
         let doc = serde_json::to_string(&report)
             .map_err(|e| corrupt(format!("cannot encode the report: {e}")))?;
         self.store

@@ -1128,6 +1128,7 @@ impl Broker {
                     match bounded(self.call_limit(), provider.apply(&spec)).await {
                         Ok(()) => Done::Applied,
                         Err(ProviderError::Permanent(reason)) => Done::Refused(reason),
+                        Err(ProviderError::Busy(e)) => Done::Busy(e),
                         Err(e) => Done::Retry(e.to_string()),
                     }
                 }
@@ -1144,6 +1145,7 @@ impl Broker {
                     Ok(Some(holder)) => Done::Kept(holder),
                     Ok(None) => match bounded(self.call_limit(), provider.remove(&spec)).await {
                         Ok(()) => Done::Removed,
+                        Err(ProviderError::Busy(e)) => Done::Busy(e),
                         // A removal is never given up: access left behind
                         // is the failure this tool exists to prevent.
                         Err(e) => Done::Retry(e.to_string()),
@@ -1173,7 +1175,7 @@ impl Broker {
             // this one records nothing (no second attempt row, no second
             // state change).
             let held = match result {
-                Done::Retry(error) => {
+                Done::Retry(error) | Done::Busy(error) => {
                     let run_at = now
                         + chrono::Duration::from_std(self.backoff(job.attempts))
                             .unwrap_or_default();
@@ -1194,23 +1196,32 @@ impl Broker {
                     Some(format!("role kept: still needed by {holder}")),
                 ),
                 Done::Refused(reason) => ("failed", Some(reason.clone())),
-                Done::Retry(error) => ("retry", Some(error.clone())),
+                Done::Retry(error) | Done::Busy(error) => ("retry", Some(error.clone())),
             };
             tx.record_attempt(&job.request_id, kind, now, outcome, error.as_deref())
                 .await?;
             self.metrics.job_attempt(kind.as_str(), outcome);
+            if let Done::Busy(error) = result {
+                tracing::info!(request = %job.request_id, job = kind.as_str(), attempt = job.attempts + 1, error = %error, "the target is still busy; will look again");
+                continue;
+            }
             if let Done::Retry(error) = result {
                 tracing::warn!(request = %job.request_id, job = kind.as_str(), attempt = job.attempts + 1, error = %error, "provider call failed; will retry");
                 // A removal that starts failing is a security event: the
                 // person keeps access past its end. Recorded (and so
-                // notified) once per removal, at its first failure.
-                if kind == JobKind::Remove && job.attempts == 0 {
+                // notified) once per removal, at its first failure;
+                // expected waits (`Busy`) before it do not count.
+                if kind == JobKind::Remove
+                    && tx
+                        .claim_followup(&job.request_id, Followup::RemovalFailing, now)
+                        .await?
+                {
                     tx.append_audit(&elevate_core::request::Event {
                         action: elevate_core::request::Action::GrantRemovalFailing,
                         actor: elevate_core::principal::Actor::System,
                         request: job.request_id.clone(),
                         at: now,
-                        details: serde_json::json!({ "error": error, "attempt": 1 }),
+                        details: serde_json::json!({ "error": error, "attempt": job.attempts + 1 }),
                     })
                     .await?;
                     removal_failing = true;
@@ -1228,7 +1239,7 @@ impl Broker {
                 }
                 Done::Removed => current.request.on_removed(None, now),
                 Done::Kept(holder) => current.request.on_removed(Some(holder), now),
-                Done::Drop | Done::Retry(_) => None,
+                Done::Drop | Done::Retry(_) | Done::Busy(_) => None,
             };
             if let Some(c) = change {
                 self.persist(&mut tx, &c, &current.grant_key, now).await?;
@@ -1343,6 +1354,9 @@ enum Done {
     /// Another grant still needs the role; it was left in place.
     Kept(RequestId),
     Retry(String),
+    /// The target is still working on it (or on another change it runs
+    /// one at a time): retried, but not an alarm.
+    Busy(String),
     /// Nothing to do any more (the request moved on or is gone).
     Drop,
 }

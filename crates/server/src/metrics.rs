@@ -25,9 +25,6 @@ pub struct Metrics {
     /// Notification attempts by (channel kind, outcome) made by this
     /// process: `sent`, `retry`, `abandoned`.
     notifications: Mutex<BTreeMap<(String, String), u64>>,
-    /// Per discovering target: assignments the last reconciliation found
-    /// that no grant accounts for (and that are still there).
-    unmanaged: Mutex<BTreeMap<String, u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -64,11 +61,6 @@ impl Metrics {
             &self.notifications,
             (channel.to_owned(), outcome.to_owned()),
         );
-    }
-    pub fn unmanaged_assignments(&self, target: &str, count: usize) {
-        if let Ok(mut m) = self.unmanaged.lock() {
-            m.insert(target.to_owned(), count as u64);
-        }
     }
     pub fn scheduler_error(&self) {
         self.scheduler_errors.fetch_add(1, Ordering::Relaxed);
@@ -198,14 +190,17 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP elevate_unmanaged_assignments Assignments of elevate-managed roles that no grant accounts for, as the last reconciliation on this process found them.");
+        // Read from the stored reports, so every replica shows the same
+        // figure, also after a restart.
+        let _ = writeln!(out, "# HELP elevate_unmanaged_assignments Assignments of elevate-managed roles that no grant accounts for and that are still there, as the last reconciliation of each target found them.");
         let _ = writeln!(out, "# TYPE elevate_unmanaged_assignments gauge");
-        if let Ok(m) = self.unmanaged.lock() {
-            for (target, n) in m.iter() {
+        for (target, doc) in store.reconciliations().await.unwrap_or_default() {
+            if let Ok(report) = serde_json::from_str::<crate::discovery::ReconcileReport>(&doc) {
+                let left = report.unmanaged.iter().filter(|f| !f.removed).count();
                 let _ = writeln!(
                     out,
-                    "elevate_unmanaged_assignments{{target=\"{}\"}} {n}",
-                    label(target)
+                    "elevate_unmanaged_assignments{{target=\"{}\"}} {left}",
+                    label(&target)
                 );
             }
         }

@@ -23,6 +23,9 @@ pub enum Followup {
     Reminded,
     Escalated,
     EndingSoon,
+    /// The "removal failing" alarm of a grant (once, at its removal's
+    /// first real failure; expected waits do not count).
+    RemovalFailing,
 }
 
 impl Followup {
@@ -31,6 +34,7 @@ impl Followup {
             Followup::Reminded => "reminded",
             Followup::Escalated => "escalated",
             Followup::EndingSoon => "ending_soon",
+            Followup::RemovalFailing => "removal_failing",
         }
     }
 }

@@ -121,6 +121,19 @@ impl Store {
         }
     }
 
+    /// Every stored reconciliation report, by target (for metrics read
+    /// at scrape time, the same on every replica).
+    pub async fn reconciliations(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT target, reconciliation FROM inventories WHERE reconciliation IS NOT NULL ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     /// When `target`'s cached inventory was last read: a cheap question
     /// replicas ask often to notice a refresh made by another.
     pub async fn inventory_refreshed_at(&self, target: &str) -> Result<Option<Timestamp>> {
@@ -174,6 +187,10 @@ mod tests {
         assert_eq!(
             store.reconciliation("aws").await.unwrap(),
             Some((t1, "{}".to_owned()))
+        );
+        assert_eq!(
+            store.reconciliations().await.unwrap(),
+            vec![("aws".to_owned(), "{}".to_owned())]
         );
     }
 }

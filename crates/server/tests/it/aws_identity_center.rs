@@ -102,7 +102,8 @@ async fn org() -> Result<Org> {
 }
 
 /// developers may ask for AdministratorAccess in every account below
-/// Workloads (nested OUs included), approved by one DBA; dave is admin.
+/// Workloads (nested OUs included); one DBA approves it in accounts tagged
+/// env=prod (nobody in others); dave is admin.
 fn config(dir: &Path, org: &Org, reconcile: &str) -> Result<String> {
     let db = elevate_testkit::database_url(&dir.join("elevate.db"))?;
     Ok(format!(
@@ -128,9 +129,9 @@ roles = ["{ADMIN_PS}"]
 max_duration = "2h"
 
 [[approval_policies]]
-id = "dba-approves-aws"
+id = "dba-approves-prod"
 target = "aws"
-resources = {{ under = ["{root}"] }}
+resources = {{ tags = {{ env = "prod" }} }}
 roles = ["{ADMIN_PS}"]
 approvers = ["group:dba"]
 quorum = 1
@@ -149,7 +150,6 @@ reconcile = "{reconcile}"
 "#,
         users = users_toml(),
         workloads = org.id("ous", "Workloads")?,
-        root = org.seeded["root"].as_str().context("no root")?,
         moto = org.moto.url(),
     ))
 }
@@ -211,6 +211,14 @@ async fn an_account_two_ous_down_is_assigned_after_approval_and_unassigned_at_th
         ensure!(text.contains(name), "{name} missing from {text}");
     }
     ensure!(!text.contains("sandbox-1"), "sandbox listed: {text}");
+    // Approval follows the account's tag: shared-services (env=shared)
+    // is eligible, but no policy approves it, so it is refused now.
+    let shared = org.id("accounts", "shared-services")?;
+    let (status, v) = app.post("alice", "/api/v1/requests", ask(&shared, "1h")).await?;
+    ensure!(
+        status == StatusCode::UNPROCESSABLE_ENTITY && v["code"] == "no_approval_policy",
+        "{status} {v}"
+    );
 
     // Two requests for the same account and permission set; the second
     // lasts longer.

@@ -345,8 +345,10 @@ impl PostgresProvider {
             self.endpoint()
         );
         match self.error("connecting", error) {
-            ProviderError::Retryable(_) => ProviderError::Retryable(message),
             ProviderError::Permanent(_) => ProviderError::Permanent(message),
+            ProviderError::Retryable(_) | ProviderError::Busy(_) => {
+                ProviderError::Retryable(message)
+            }
         }
     }
 }

@@ -310,20 +310,20 @@ pub enum TargetsAction {
     /// Read the target's accounts, OUs, tags and permission sets now.
     Refresh {
         /// Target id, as in the config.
-        #[arg(value_parser = request_id)]
+        #[arg(value_parser = target_id)]
         target: String,
     },
     /// List the assignments of the roles elevate hands out now, and report
     /// (or, with reconcile = "remove", remove) those no grant accounts for.
     Reconcile {
         /// Target id, as in the config.
-        #[arg(value_parser = request_id)]
+        #[arg(value_parser = target_id)]
         target: String,
     },
     /// Show the last reconciliation report.
     Reconciliation {
         /// Target id, as in the config.
-        #[arg(value_parser = request_id)]
+        #[arg(value_parser = target_id)]
         target: String,
     },
 }
@@ -335,6 +335,18 @@ pub enum AuditAction {
     Verify,
     /// Write every audit event to standard output as JSON lines.
     Export,
+}
+
+/// A target id as the config names it: one path segment, like
+/// [`request_id`], with an error that speaks of targets.
+fn target_id(text: &str) -> Result<String, String> {
+    if text.is_empty() || text == "." || text == ".." {
+        return Err("expected a target id as in the config, like aws".to_string());
+    }
+    if text.chars().any(|c| c.is_control()) || text.trim() != text {
+        return Err("a target id has no control characters or surrounding spaces".to_string());
+    }
+    Ok(text.to_string())
 }
 
 /// Accepts anything that can stand as one path segment. The server owns the

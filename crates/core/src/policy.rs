@@ -500,20 +500,22 @@ pub struct Ask<'a> {
 impl Catalog {
     /// This catalog with `target`'s resources and roles replaced by what
     /// the target reported (a discovering target's refreshed inventory).
-    /// The lookup tables are built again on first use. `low_risk_roles`
-    /// keep only the roles that still exist.
+    /// The lookup tables are built again on first use. `low_risk` is the
+    /// configured set of low-risk roles: those that exist now are kept (a
+    /// role missing from one inventory is low risk again when it returns).
     pub fn with_inventory(
         &self,
         target: &Name,
         resources: BTreeMap<Name, Resource>,
         roles: BTreeSet<Name>,
+        low_risk: &BTreeSet<Name>,
     ) -> Catalog {
         let mut next = Catalog {
             index: CatalogIndex::default(),
             ..self.clone()
         };
         if let Some(t) = next.targets.get_mut(target) {
-            t.low_risk_roles.retain(|r| roles.contains(r));
+            t.low_risk_roles = low_risk.intersection(&roles).cloned().collect();
             t.resources = resources;
             t.roles = roles;
         }
@@ -1210,12 +1212,26 @@ pub(crate) mod tests {
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
-        let next = c.with_inventory(&pg, resources, [writer.clone()].into_iter().collect());
+        let configured = c.targets[&pg].low_risk_roles.clone();
+        let next = c.with_inventory(
+            &pg,
+            resources,
+            [writer.clone()].into_iter().collect(),
+            &configured,
+        );
         // The old catalog is untouched; the new one has the new tree.
         assert!(c.targets[&pg].resources.contains_key(&n("orders")));
         assert!(!next.targets[&pg].resources.contains_key(&n("orders")));
-        // `reader` is gone, so it is no longer low risk either.
+        // `reader` is gone, so it is no longer low risk either; back in a
+        // later inventory, it is low risk again.
         assert!(next.targets[&pg].low_risk_roles.is_empty());
+        let back = next.with_inventory(
+            &pg,
+            next.targets[&pg].resources.clone(),
+            [writer.clone(), n("reader")].into_iter().collect(),
+            &configured,
+        );
+        assert!(back.targets[&pg].low_risk_roles.contains(&n("reader")));
         let acct_1 = n("acct-1");
         assert!(next
             .permit(&alice, ask(&acct_1, &writer, &pg, 60), t0())

@@ -185,7 +185,7 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let inv: Inventory = serde_json::from_str(&doc)?;
         let (resources, roles) = elevate::discovery::catalog_parts(&inv);
-        catalog = base.with_inventory(&target, resources, roles);
+        catalog = base.with_inventory(&target, resources, roles, &Default::default());
         let first = catalog.browse_eligible(&alice, now, &BrowseFilter::default(), 0, 50);
         std::hint::black_box(first.total);
         install.push(t.elapsed().as_secs_f64() * 1000.0);

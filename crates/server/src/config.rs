@@ -436,7 +436,8 @@ pub enum TargetConnection {
 #[serde(rename_all = "snake_case")]
 pub enum ReconcileMode {
     Off,
-    /// Record it in the audit trail (and so notify) and list it.
+    /// Log it, keep it in the stored report (admin page, API, CLI) and
+    /// count it in `elevate_unmanaged_assignments`.
     Report,
     /// Report it and remove it from the target.
     Remove,

@@ -7,16 +7,18 @@
 //!   never waits for AWS.
 //! - **The store holds the last good inventory** (`inventories`), so a
 //!   restart or another replica lists resources at once. Each replica
-//!   looks every few seconds whether the stored one is newer than its own
-//!   (one indexed read) and takes it; whichever replica finds the stored
-//!   one older than `refresh` reads the target again. A failed read keeps
-//!   the last good tree and is recorded beside it.
+//!   asks every few seconds when the stored one was read (one indexed
+//!   read) and takes it when newer than its own; whichever replica finds
+//!   it older than `refresh` reads the target again (a slower, older read
+//!   never overwrites a newer one). A failed read keeps the last good tree
+//!   and is recorded beside it.
 //! - **Reconciliation** lists every assignment of the permission sets
 //!   elevate hands out (the roles its eligibilities name) and reports each
 //!   one no approved, active or ending grant accounts for: access given
 //!   outside elevate. With `reconcile = "remove"` it also takes them away,
-//!   after checking once more that no grant appeared meanwhile. The last
-//!   report is kept with the inventory.
+//!   after checking once more, for each, that no grant appeared
+//!   meanwhile. One replica per period runs it (a claim in the store); the
+//!   last report is kept with the inventory.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use chrono::Utc;
 use elevate_core::policy::{Catalog, Resource};
 use elevate_core::values::Name;
 use elevate_core::Timestamp;
-use elevate_providers::{Assignment, Inventory};
+use elevate_providers::{Assignment, Inventory, Provider};
 use elevate_store::RequestFilter;
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +127,13 @@ fn corrupt(message: String) -> ApiError {
     ApiError::Store(elevate_store::StoreError::Corrupt(message))
 }
 
+/// Whether a grant in `holders` accounts for `a`. Grants go to users
+/// only: a group assignment is never elevate's.
+fn held_in(holders: &HashSet<(String, String, String)>, a: &Assignment) -> bool {
+    a.principal_type == "USER"
+        && holders.contains(&(a.resource.clone(), a.role.clone(), a.principal_id.clone()))
+}
+
 /// The states in which a grant may hold its assignment on the target:
 /// being applied, active, being removed.
 const HOLDING_STATES: [&str; 3] = ["approved", "active", "ending"];
@@ -146,29 +155,24 @@ impl Broker {
             provider.adopt(inventory);
         }
         let (resources, roles) = catalog_parts(inventory);
+        let low_risk = self
+            .catalog_config
+            .targets
+            .get(target)
+            .map(|t| t.low_risk_roles.clone())
+            .unwrap_or_default();
         let mut cell = match self.catalog_now.write() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let next = cell.with_inventory(target, resources, roles);
+        let next = cell.with_inventory(target, resources, roles, &low_risk);
         *cell = Arc::new(next);
     }
 
     /// Reads `target` again, stores the inventory and installs it. A
     /// failure is recorded beside the last good inventory, which stays.
     pub async fn refresh_target(&self, target: &Name) -> Result<RefreshSummary, ApiError> {
-        let provider = self
-            .providers
-            .get(target)
-            .filter(|p| p.discovers())
-            .ok_or_else(|| {
-                ApiError::client(
-                    reqwest::StatusCode::NOT_FOUND,
-                    "not_discovering",
-                    format!("\"{target}\" is not a target that discovers its resources"),
-                )
-            })?
-            .clone();
+        let provider = self.discovering(target)?;
         let now = Utc::now();
         let inventory = match provider.discover().await {
             Ok(inv) => inv,
@@ -186,11 +190,17 @@ impl Broker {
         };
         let doc = serde_json::to_string(&inventory)
             .map_err(|e| corrupt(format!("cannot encode the inventory: {e}")))?;
-        self.store
+        if self
+            .store
             .save_inventory(target.as_str(), &doc, now)
-            .await?;
-        self.install_inventory(target, &inventory);
-        self.note_installed(target, now);
+            .await?
+        {
+            self.install_inventory(target, &inventory);
+            self.note_installed(target, now);
+        } else {
+            // A newer read (another replica's) is stored: use that one.
+            self.take_stored(target).await?;
+        }
         let count = |kind: &str| {
             inventory
                 .resources
@@ -207,6 +217,22 @@ impl Broker {
             roles: inventory.roles.len(),
             refused: inventory.refused.clone(),
         })
+    }
+
+    /// The provider of a target that discovers its resources; 404 for any
+    /// other name.
+    fn discovering(&self, target: &Name) -> Result<Arc<dyn Provider>, ApiError> {
+        self.providers
+            .get(target)
+            .filter(|p| p.discovers())
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::client(
+                    reqwest::StatusCode::NOT_FOUND,
+                    "not_discovering",
+                    format!("\"{target}\" is not a target that discovers its resources"),
+                )
+            })
     }
 
     fn note_installed(&self, target: &Name, at: Timestamp) {
@@ -270,7 +296,11 @@ impl Broker {
 
     /// (resource, role, principal id) of every grant of `target` that may
     /// hold its assignment now.
-    async fn holders(&self, target: &Name) -> Result<HashSet<(String, String, String)>, ApiError> {
+    async fn holders(
+        &self,
+        target: &Name,
+        provider: &dyn Provider,
+    ) -> Result<HashSet<(String, String, String)>, ApiError> {
         let rows = self
             .store
             .list_requests(&RequestFilter {
@@ -287,7 +317,7 @@ impl Broker {
                 Some((
                     s.request.resource.to_string(),
                     s.request.role.to_string(),
-                    account,
+                    provider.principal_of(&account),
                 ))
             })
             .collect())
@@ -302,23 +332,12 @@ impl Broker {
             .get(target)
             .map(|d| d.reconcile)
             .unwrap_or(ReconcileMode::Off);
-        let provider = self
-            .providers
-            .get(target)
-            .filter(|p| p.discovers())
-            .ok_or_else(|| {
-                ApiError::client(
-                    reqwest::StatusCode::NOT_FOUND,
-                    "not_discovering",
-                    format!("\"{target}\" is not a target elevate reconciles"),
-                )
-            })?
-            .clone();
+        let provider = self.discovering(target)?;
         let roles = self.managed_roles(target);
         // Grants are read before and after the (slow) listing: an
         // assignment seen during it belongs to a grant that held it at
         // one of the two moments, unless its whole life fitted in between.
-        let before = self.holders(target).await?;
+        let before = self.holders(target, provider.as_ref()).await?;
         let found = provider
             .assignments(&roles)
             .await
@@ -330,15 +349,12 @@ impl Broker {
                 )
             })?
             .unwrap_or_default();
-        let after = self.holders(target).await?;
+        let after = self.holders(target, provider.as_ref()).await?;
         let catalog = self.catalog();
         let names = catalog.targets.get(target);
         let mut unmanaged = Vec::new();
         for a in &found {
-            let key = (a.resource.clone(), a.role.clone(), a.principal_id.clone());
-            let held =
-                a.principal_type == "USER" && (before.contains(&key) || after.contains(&key));
-            if held {
+            if held_in(&before, a) || held_in(&after, a) {
                 continue;
             }
             let resource_name = names.and_then(|t| {
@@ -356,13 +372,13 @@ impl Broker {
             });
         }
         if mode == ReconcileMode::Remove && !unmanaged.is_empty() {
-            // Once more, just before taking access away: a grant applied
-            // since the listing must keep its assignment.
-            let now_held = self.holders(target).await?;
             for f in &mut unmanaged {
                 let a = &f.assignment;
-                let key = (a.resource.clone(), a.role.clone(), a.principal_id.clone());
-                if a.principal_type == "USER" && now_held.contains(&key) {
+                // Again just before each removal: a grant approved since
+                // the listing keeps its assignment. The provider runs one
+                // change per account at a time, so a grant applied after
+                // this check finds the assignment gone and creates it.
+                if held_in(&self.holders(target, provider.as_ref()).await?, a) {
                     continue;
                 }
                 match provider.remove_assignment(a).await {
@@ -423,7 +439,10 @@ pub async fn run_discovery(broker: Arc<Broker>, shutdown: crate::Shutdown) {
     // Targets that keep failing are asked again after a while, not every
     // few seconds.
     let mut failed_at: BTreeMap<Name, Timestamp> = BTreeMap::new();
-    let mut reconcile_failed_at: BTreeMap<Name, Timestamp> = BTreeMap::new();
+    // Each target is read once at start whatever the age of the stored
+    // inventory: the config may have changed what it should hold (which
+    // permission sets, whether the management account is granted).
+    let mut read_since_start: BTreeSet<Name> = BTreeSet::new();
     let resting = |map: &BTreeMap<Name, Timestamp>, target: &Name, now: Timestamp| {
         map.get(target)
             .is_some_and(|at| now - *at < chrono::Duration::seconds(60))
@@ -440,11 +459,13 @@ pub async fn run_discovery(broker: Arc<Broker>, shutdown: crate::Shutdown) {
                 .await
                 .ok()
                 .flatten();
-            let due = stored.is_none_or(|at| now - at >= settings.refresh.as_chrono());
+            let due = !read_since_start.contains(target)
+                || stored.is_none_or(|at| now - at >= settings.refresh.as_chrono());
             if due && !resting(&failed_at, target, now) {
                 match broker.refresh_target(target).await {
                     Ok(_) => {
                         failed_at.remove(target);
+                        read_since_start.insert(target.clone());
                     }
                     Err(_) => {
                         failed_at.insert(target.clone(), now);
@@ -454,24 +475,23 @@ pub async fn run_discovery(broker: Arc<Broker>, shutdown: crate::Shutdown) {
             if settings.reconcile == ReconcileMode::Off || broker.installed_at(target).is_none() {
                 continue;
             }
-            let last = broker
+            // One replica per period: the claim moves the period on, so a
+            // failed run is tried again only after `reconcile_every`
+            // (or at once with `elevate targets reconcile`).
+            let period = settings.reconcile_every.as_chrono();
+            match broker
                 .store
-                .reconciliation(target.as_str())
+                .claim_reconciliation(target.as_str(), now, now - period)
                 .await
-                .ok()
-                .flatten()
-                .map(|(at, _)| at);
-            if last.is_none_or(|at| now - at >= settings.reconcile_every.as_chrono())
-                && !resting(&reconcile_failed_at, target, now)
             {
-                match broker.reconcile_target(target).await {
-                    Ok(_) => {
-                        reconcile_failed_at.remove(target);
+                Ok(true) => {
+                    if let Err(e) = broker.reconcile_target(target).await {
+                        tracing::warn!(target_id = %target, error = %e, "reconciliation failed; next try in one period");
                     }
-                    Err(e) => {
-                        tracing::warn!(target_id = %target, error = %e, "reconciliation failed; will try again");
-                        reconcile_failed_at.insert(target.clone(), now);
-                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(target_id = %target, error = %e, "cannot claim the reconciliation")
                 }
             }
         }

@@ -51,6 +51,9 @@ pub struct Broker {
     /// readers take the current one with [`Broker::catalog`] and keep it
     /// for the whole decision.
     pub catalog_now: std::sync::RwLock<Arc<Catalog>>,
+    /// The catalog as the config file alone describes it (discovered
+    /// targets empty): what refreshed inventories are laid over.
+    pub catalog_config: Arc<Catalog>,
     /// Targets that discover their resources, with their schedules.
     pub discovery: BTreeMap<Name, crate::config::Discovery>,
     /// When the inventory installed here of each discovering target was
@@ -235,6 +238,9 @@ impl Broker {
         input: CreateInput,
     ) -> Result<StoredRequest, ApiError> {
         let now = Utc::now();
+        // One catalog for the whole decision: a refresh of a discovering
+        // target meanwhile must not mix two trees.
+        let catalog = self.catalog();
         let target = Name::parse("target", &input.target)?;
         let resource = Name::parse("resource", &input.resource)?;
         let role = Name::parse("role", &input.role)?;
@@ -251,9 +257,9 @@ impl Broker {
                 None
             }
             Some(s) => {
-                if s > now + self.catalog().limits.max_schedule_ahead.as_chrono() {
+                if s > now + catalog.limits.max_schedule_ahead.as_chrono() {
                     return Err(DomainError::StartTooFar(
-                        self.catalog().limits.max_schedule_ahead.to_string(),
+                        catalog.limits.max_schedule_ahead.to_string(),
                     )
                     .into());
                 }
@@ -270,7 +276,6 @@ impl Broker {
             break_glass: input.break_glass,
             check_step_up: true,
         };
-        let catalog = self.catalog();
         let permit = catalog.permit(who, ask, now)?;
         let eligibility = permit.eligibility;
         eligibility.check_ticket(ticket.as_ref())?;
@@ -285,9 +290,7 @@ impl Broker {
             )
             .into());
         }
-        let requirement = self
-            .catalog()
-            .approval_requirement(&target, &resource, &role);
+        let requirement = catalog.approval_requirement(&target, &resource, &role);
         let approval = if eligibility.approval_required && !input.break_glass {
             Some(requirement.as_ref().ok_or(DomainError::NoApprovalPolicy)?)
         } else {
@@ -296,8 +299,7 @@ impl Broker {
         // Rules only approve what the eligibility above already permitted
         // and what needs approval; never break-glass (see
         // `Catalog::auto_approval` for the other limits).
-        let auto_approval =
-            approval.and_then(|_| self.catalog().auto_approval(who, ask, start, now));
+        let auto_approval = approval.and_then(|_| catalog.auto_approval(who, ask, start, now));
         let provider = self.provider(&target)?;
         // Asked last, once everything cheap has passed, and before the write
         // transaction: a slow ticket system must not hold other writers.
@@ -336,7 +338,7 @@ impl Broker {
                 "target_refused",
                 format!("target \"{}\" cannot grant this: {m}", spec.target),
             ),
-            ProviderError::Retryable(m) => ApiError::client(
+            ProviderError::Retryable(m) | ProviderError::Busy(m) => ApiError::client(
                 reqwest::StatusCode::FAILED_DEPENDENCY,
                 "target_unavailable",
                 format!(
@@ -486,9 +488,10 @@ impl Broker {
     /// the approvers of its scope (with the fallback approvers once it was
     /// escalated). Others are told it does not exist.
     pub fn can_see(&self, who: &Principal, r: &Request) -> bool {
+        let catalog = self.catalog();
         r.requester == who.name
-            || self.catalog().is_admin(who)
-            || self.catalog().is_auditor(who)
+            || catalog.is_admin(who)
+            || catalog.is_auditor(who)
             || self.requirement_of(r).is_some_and(|req| req.allows(who))
     }
 
@@ -861,7 +864,7 @@ impl Broker {
         let delay = |q: &ApprovalRequirement| match kind {
             Followup::Reminded => q.remind_after,
             Followup::Escalated => q.escalate_after.filter(|_| !q.escalate_to.is_empty()),
-            Followup::EndingSoon => None,
+            Followup::EndingSoon | Followup::RemovalFailing => None,
         };
         let cutoff = now - earliest.as_chrono();
         let mut recorded = 0;

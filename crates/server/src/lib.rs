@@ -187,7 +187,8 @@ pub async fn build_broker(config: &Config) -> anyhow::Result<Broker> {
     }
     Ok(Broker {
         store,
-        catalog_now: std::sync::RwLock::new(catalog),
+        catalog_now: std::sync::RwLock::new(catalog.clone()),
+        catalog_config: catalog,
         discovery: config.discovery.clone(),
         inventory_seen: std::sync::Mutex::new(BTreeMap::new()),
         directory: Directory::new(config.users.clone()),

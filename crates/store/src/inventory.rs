@@ -24,14 +24,17 @@ pub struct CachedInventory {
 }
 
 impl Store {
-    /// Stores a freshly read inventory; clears any recorded failure.
-    pub async fn save_inventory(&self, target: &str, doc: &str, at: Timestamp) -> Result<()> {
+    /// Stores a freshly read inventory and clears any recorded failure,
+    /// unless a newer one is stored already (a slower refresh started
+    /// earlier, on this replica or another, must not overwrite it). True
+    /// when stored.
+    pub async fn save_inventory(&self, target: &str, doc: &str, at: Timestamp) -> Result<bool> {
         let mut tx = self.begin().await?;
-        // Portable upsert: the row either exists or not, and the write
-        // lock keeps another replica from inserting in between.
-        let updated = sqlx::query(
-            "UPDATE inventories SET doc = $2, refreshed_at = $3, failed_at = NULL, last_error = NULL
-             WHERE target = $1",
+        // Portable upsert: the write lock keeps another replica from
+        // inserting in between.
+        let inserted = sqlx::query(
+            "INSERT INTO inventories (target, doc, refreshed_at) SELECT $1, $2, $3
+             WHERE NOT EXISTS (SELECT 1 FROM inventories WHERE target = $1)",
         )
         .bind(target)
         .bind(doc)
@@ -39,15 +42,46 @@ impl Store {
         .execute(&mut *tx.tx)
         .await?
         .rows_affected();
-        if updated == 0 {
-            sqlx::query("INSERT INTO inventories (target, doc, refreshed_at) VALUES ($1, $2, $3)")
-                .bind(target)
-                .bind(doc)
-                .bind(to_millis(at))
-                .execute(&mut *tx.tx)
-                .await?;
-        }
-        tx.commit().await
+        let updated = if inserted == 0 {
+            sqlx::query(
+                "UPDATE inventories SET doc = $2, refreshed_at = $3, failed_at = NULL, last_error = NULL
+                 WHERE target = $1 AND refreshed_at < $3",
+            )
+            .bind(target)
+            .bind(doc)
+            .bind(to_millis(at))
+            .execute(&mut *tx.tx)
+            .await?
+            .rows_affected()
+        } else {
+            0
+        };
+        tx.commit().await?;
+        Ok(inserted + updated > 0)
+    }
+
+    /// Claims the next reconciliation of `target` when none was made (or
+    /// claimed) after `due_before`: true for exactly one replica, which
+    /// then runs it. Moves `reconciled_at` to `now`.
+    pub async fn claim_reconciliation(
+        &self,
+        target: &str,
+        now: Timestamp,
+        due_before: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE inventories SET reconciled_at = $2
+             WHERE target = $1 AND (reconciled_at IS NULL OR reconciled_at <= $3)",
+        )
+        .bind(target)
+        .bind(to_millis(now))
+        .bind(to_millis(due_before))
+        .execute(&mut *tx.tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(claimed == 1)
     }
 
     /// Records a failed refresh; the last good inventory stays. A target
@@ -166,7 +200,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.inventory("aws").await.unwrap(), None);
-        store.save_inventory("aws", "{\"a\":1}", t0).await.unwrap();
+        assert!(store.save_inventory("aws", "{\"a\":1}", t0).await.unwrap());
         store
             .inventory_failed("aws", "AccessDenied", t1)
             .await
@@ -176,7 +210,9 @@ mod tests {
         assert_eq!(cached.doc, "{\"a\":1}");
         assert_eq!(cached.refreshed_at, t0);
         assert_eq!(cached.failure, Some((t1, "AccessDenied".to_owned())));
-        store.save_inventory("aws", "{\"a\":2}", t1).await.unwrap();
+        assert!(store.save_inventory("aws", "{\"a\":2}", t1).await.unwrap());
+        // An older read finishing late does not overwrite it.
+        assert!(!store.save_inventory("aws", "{\"a\":0}", t0).await.unwrap());
         let cached = store.inventory("aws").await.unwrap();
         let cached = cached.unwrap();
         assert_eq!((cached.doc.as_str(), cached.failure), ("{\"a\":2}", None));
@@ -192,5 +228,14 @@ mod tests {
             store.reconciliations().await.unwrap(),
             vec![("aws".to_owned(), "{}".to_owned())]
         );
+        // One claim per period, whoever asks.
+        let t2 = t1 + chrono::Duration::hours(1);
+        assert!(store.claim_reconciliation("aws", t2, t1).await.unwrap());
+        assert!(!store.claim_reconciliation("aws", t2, t1).await.unwrap());
+        assert!(store
+            .claim_reconciliation("aws", t2 + chrono::Duration::hours(1), t2)
+            .await
+            .unwrap());
+        assert!(!store.claim_reconciliation("other", t2, t1).await.unwrap());
     }
 }

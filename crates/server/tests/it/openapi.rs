@@ -24,6 +24,10 @@ const AUTH_SOURCES: [&str; 2] = [
 ];
 /// Session refusals (`aws-sts` credentials and console URLs).
 const SESSION_SOURCE: &str = include_str!("../../src/sessions.rs");
+/// Refresh and reconciliation of discovering targets.
+const DISCOVERY_SOURCE: &str = include_str!("../../src/discovery.rs");
+/// Request creation asks the target (`target_refused`, `target_unavailable`).
+const ENGINE_SOURCE: &str = include_str!("../../src/engine.rs");
 const DOCUMENT: &str = include_str!("../../src/openapi.json");
 
 const HTTP_METHODS: [&str; 8] = [
@@ -350,7 +354,7 @@ fn produced_codes() -> Result<BTreeSet<String>> {
             codes.insert(piece[..piece.find('"').context("literal")?].to_owned());
         }
     }
-    for piece in [API_SOURCE, SESSION_SOURCE]
+    for piece in [API_SOURCE, SESSION_SOURCE, DISCOVERY_SOURCE]
         .into_iter()
         .chain(AUTH_SOURCES)
         .flat_map(|source| source.split("ApiError::client(").skip(1))
@@ -385,6 +389,8 @@ async fn every_documented_error_code_is_a_real_code() -> Result<()> {
         AUTH_SOURCES[0],
         AUTH_SOURCES[1],
         SESSION_SOURCE,
+        DISCOVERY_SOURCE,
+        ENGINE_SOURCE,
     ];
     let mut documented: BTreeSet<String> = strings(&doc["x-error-codes"]).into_iter().collect();
     ensure!(

@@ -257,6 +257,10 @@ pub enum Action {
     /// Temporary credentials or a console session were issued for an
     /// active grant (targets that hand out sessions, e.g. `aws-sts`).
     GrantSessionIssued,
+    /// Reconciliation found assignments of a target's managed roles that
+    /// no grant accounts for (and, configured so, removed them). About a
+    /// target, not a request: the event has no request id.
+    TargetUnmanagedAccess,
 }
 
 impl Action {
@@ -282,6 +286,7 @@ impl Action {
             Action::GrantEndingSoon => "grant.ending_soon",
             Action::GrantRemovalFailing => "grant.removal_failing",
             Action::GrantSessionIssued => "grant.session_issued",
+            Action::TargetUnmanagedAccess => "target.unmanaged_access",
         }
     }
 }

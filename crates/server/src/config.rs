@@ -436,8 +436,9 @@ pub enum TargetConnection {
 #[serde(rename_all = "snake_case")]
 pub enum ReconcileMode {
     Off,
-    /// Log it, keep it in the stored report (admin page, API, CLI) and
-    /// count it in `elevate_unmanaged_assignments`.
+    /// Log it, keep it in the stored report (admin page, API, CLI), count
+    /// it in `elevate_unmanaged_assignments`, and record changed findings
+    /// in the audit trail (`target.unmanaged_access`).
     Report,
     /// Report it and remove it from the target.
     Remove,

@@ -405,6 +405,49 @@ impl Broker {
             assignments: found.len(),
             unmanaged,
         };
+        // Into the audit trail (and so to signed webhooks) when something
+        // changed since the last report: a new finding, one gone, or a
+        // removal. A finding that stays is not repeated every period.
+        let key = |f: &Finding| {
+            let a = &f.assignment;
+            (
+                a.resource.clone(),
+                a.role.clone(),
+                a.principal_type.clone(),
+                a.principal_id.clone(),
+            )
+        };
+        let before: BTreeSet<_> = self
+            .last_reconciliation(target)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.unmanaged.iter().filter(|f| !f.removed).map(key).collect())
+            .unwrap_or_default();
+        let now_set: BTreeSet<_> = report
+            .unmanaged
+            .iter()
+            .filter(|f| !f.removed)
+            .map(key)
+            .collect();
+        let removed = report.unmanaged.iter().any(|f| f.removed);
+        if before != now_set || removed {
+            let mut tx = self.store.begin().await?;
+            tx.append_target_audit(
+                elevate_core::request::Action::TargetUnmanagedAccess,
+                report.at,
+                &serde_json::json!({
+                    "target": report.target,
+                    "mode": report.mode,
+                    "assignments": report.assignments,
+                    "unmanaged": report.unmanaged,
+                    "newly_found": now_set.difference(&before).count(),
+                }),
+            )
+            .await?;
+            tx.commit().await?;
+            self.notifier.events_written();
+        }
         let doc = serde_json::to_string(&report)
             .map_err(|e| corrupt(format!("cannot encode the report: {e}")))?;
         self.store

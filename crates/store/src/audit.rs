@@ -75,6 +75,27 @@ pub(crate) async fn append(
     tx: &mut Transaction<'static, Any>,
     event: &Event,
 ) -> Result<AuditRecord> {
+    append_parts(
+        tx,
+        event.at,
+        &event.actor.to_stored(),
+        event.action.as_str(),
+        Some(event.request.as_str()),
+        &event.details,
+    )
+    .await
+}
+
+/// Appends one event; `request` is `None` for events about a target
+/// rather than a request (reconciliation findings).
+pub(crate) async fn append_parts(
+    tx: &mut Transaction<'static, Any>,
+    at: Timestamp,
+    actor: &str,
+    action: &str,
+    request: Option<&str>,
+    details: &serde_json::Value,
+) -> Result<AuditRecord> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_optional(&mut **tx)
         .await?;
@@ -83,30 +104,19 @@ pub(crate) async fn append(
         None => (0, GENESIS.to_owned()),
     };
     let seq = prev_seq + 1;
-    let at_ms = to_millis(event.at);
-    let actor = event.actor.to_stored();
-    let action = event.action.as_str();
-    let request = event.request.as_str();
-    let details = serde_json::to_string(&event.details)
+    let at_ms = to_millis(at);
+    let encoded = serde_json::to_string(details)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode audit details: {e}")))?;
-    let hash = link_hash(
-        &prev_hash,
-        seq,
-        at_ms,
-        &actor,
-        action,
-        Some(request),
-        &details,
-    );
+    let hash = link_hash(&prev_hash, seq, at_ms, actor, action, request, &encoded);
     sqlx::query(
         "INSERT INTO audit (seq, at, actor, action, request_id, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(seq)
     .bind(at_ms)
-    .bind(&actor)
+    .bind(actor)
     .bind(action)
     .bind(request)
-    .bind(&details)
+    .bind(&encoded)
     .bind(&prev_hash)
     .bind(&hash)
     .execute(&mut **tx)
@@ -121,11 +131,11 @@ pub(crate) async fn append(
     .await?;
     Ok(AuditRecord {
         seq,
-        at: event.at,
-        actor,
+        at,
+        actor: actor.to_owned(),
         action: action.to_owned(),
-        request: Some(request.to_owned()),
-        details: event.details.clone(),
+        request: request.map(str::to_owned),
+        details: details.clone(),
         prev_hash,
         hash,
     })

@@ -1010,6 +1010,25 @@ impl Tx<'_> {
     pub async fn append_audit(&mut self, event: &Event) -> Result<AuditRecord> {
         audit::append(&mut self.tx, event).await
     }
+
+    /// Appends an event elevate's own processes cause about a target as a
+    /// whole, not about one request (reconciliation findings).
+    pub async fn append_target_audit(
+        &mut self,
+        action: elevate_core::request::Action,
+        at: Timestamp,
+        details: &serde_json::Value,
+    ) -> Result<AuditRecord> {
+        audit::append_parts(
+            &mut self.tx,
+            at,
+            &elevate_core::principal::Actor::System.to_stored(),
+            action.as_str(),
+            None,
+            details,
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub(super) fn refusal_unless_auditor(v: &Viewer) -> Option<Response> {
 // ---- filters ----------------------------------------------------------------
 
 /// Every action, for the filter's choices.
-const ACTIONS: [Action; 20] = [
+const ACTIONS: [Action; 21] = [
     Action::RequestCreated,
     Action::ApprovalRecorded,
     Action::RequestApproved,
@@ -81,6 +81,7 @@ const ACTIONS: [Action; 20] = [
     Action::GrantEndingSoon,
     Action::GrantRemovalFailing,
     Action::GrantSessionIssued,
+    Action::TargetUnmanagedAccess,
 ];
 
 /// A new action fails to compile here until it is added to [`ACTIONS`].
@@ -104,7 +105,8 @@ const _: fn(Action) = |a| match a {
     | Action::RequestEscalated
     | Action::GrantEndingSoon
     | Action::GrantRemovalFailing
-    | Action::GrantSessionIssued => {}
+    | Action::GrantSessionIssued
+    | Action::TargetUnmanagedAccess => {}
 };
 
 /// The filters as typed, to refill the form and build links.

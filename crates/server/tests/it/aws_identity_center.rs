@@ -429,7 +429,8 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
         org.instance()?,
         org.id("permission_sets", ADMIN_PS)?,
     );
-    let (account, mallory) = (orders.clone(), org.id("users", "mallory")?);
+    let mallory_id = org.id("users", "mallory")?;
+    let (account, mallory) = (orders.clone(), mallory_id.clone());
     tokio::task::spawn_blocking(move || {
         aws_org::create_assignment_directly(&url, &instance, &account, &ps, "USER", &mallory)
     })
@@ -451,6 +452,19 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
     assert_eq!(unmanaged[0]["resource_name"], "orders-prod");
     assert_eq!(unmanaged[0]["removed"], false);
     assert_eq!(report["assignments"], 2);
+    // In the audit trail (a target event, no request), once: the same
+    // finding again does not repeat it.
+    let audited = |v: &Value| {
+        v["events"].as_array().map_or(0, |e| {
+            e.iter()
+                .filter(|x| x["action"] == "target.unmanaged_access" && x["request"].is_null())
+                .count()
+        })
+    };
+    let (_, audit) = app.get("dave", "/api/v1/audit").await?;
+    ensure!(audited(&audit) >= 1, "{audit}");
+    let first_count = audited(&audit);
+    ensure!(audit.to_string().contains(&mallory_id), "{audit}");
     // Kept: auditors read it later, the CLI prints it, metrics count it.
     let (status, last) = app
         .get("dave", "/api/v1/targets/aws/reconciliation")
@@ -470,6 +484,8 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
         printed.contains("orders-prod") && printed.contains("mallory"),
         "{printed}"
     );
+    let (_, audit) = app.get("dave", "/api/v1/audit").await?;
+    ensure!(audited(&audit) == first_count, "repeated: {audit}");
     let metrics = reqwest::get(format!("{}/metrics", app.url))
         .await?
         .text()

@@ -7,7 +7,9 @@
 //!
 //! moto's assignment changes always succeed at once and it never
 //! throttles; the tests of the asynchronous and failure paths inject
-//! those answers around the real client (`faults`), and say so.
+//! those answers around the real client (`faults`), and say so. Hence
+//! this binary needs the `faults` feature:
+//! `cargo test -p elevate-providers --features faults`.
 //!
 //! The seeding helpers and `MotoServer::start` are blocking: they run
 //! before or between the provider's calls, never during one.

@@ -20,7 +20,8 @@
 //!   Identity Store, permission sets) keep the SDK's standard retries.
 //!
 //! Submodules: [`api`] (the assignment calls and AWS errors),
-//! [`faults`] (injected faults for tests), [`discovery`], [`directory`].
+//! `faults` (injected faults for tests; feature `faults`), [`discovery`],
+//! [`directory`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -42,6 +43,7 @@ use crate::{Assignment, GrantSpec, Inventory, Presence, Provider, ProviderError}
 mod api;
 mod directory;
 mod discovery;
+#[cfg(feature = "faults")]
 pub mod faults;
 
 use api::{AssignmentApi, AssignmentTarget, AwsError, OperationStatus, PrincipalKind, Stage};
@@ -67,7 +69,7 @@ pub struct AwsIdentityCenter {
     /// For reads (instances, permission sets), with the SDK's retries.
     sso_admin: aws_sdk_ssoadmin::Client,
     /// Assignment changes and listings, without the SDK's retries; in
-    /// tests wrapped in [`faults::Faulty`].
+    /// tests possibly wrapped in `faults::Faulty`.
     assignments: Arc<dyn AssignmentApi>,
     /// The instance and its Identity Store, asked once (they do not
     /// change while elevate runs).
@@ -168,41 +170,44 @@ impl AwsIdentityCenter {
     /// Builds the clients. Calls nothing on AWS: the instance is looked
     /// up when first needed, so elevate starts while AWS is unreachable.
     pub async fn new(config: IdentityCenterConfig) -> Result<Self, ProviderError> {
-        Self::build(config, None).await
+        let sdk = sdk_config(&config).await;
+        let assignments = Arc::new(api::SdkAssignments {
+            client: assignment_client(&sdk),
+        });
+        Ok(Self::with_assignments(config, &sdk, assignments))
     }
 
     /// Same, with a fault-injecting wrapper around the real client
-    /// (tests; see [`faults`]).
+    /// (tests; see `faults`).
+    #[cfg(feature = "faults")]
     pub async fn with_faults(
         config: IdentityCenterConfig,
         faults: Arc<faults::Faults>,
     ) -> Result<Self, ProviderError> {
-        Self::build(config, Some(faults)).await
-    }
-
-    async fn build(
-        config: IdentityCenterConfig,
-        faults: Option<Arc<faults::Faults>>,
-    ) -> Result<Self, ProviderError> {
         let sdk = sdk_config(&config).await;
-        let real: Arc<dyn AssignmentApi> = Arc::new(api::SdkAssignments {
+        let real = Arc::new(api::SdkAssignments {
             client: assignment_client(&sdk),
         });
-        let assignments = match faults {
-            Some(faults) => Arc::new(faults::Faulty::new(real, faults)),
-            None => real,
-        };
-        Ok(Self {
-            organizations: aws_sdk_organizations::Client::new(&sdk),
-            identity_store: aws_sdk_identitystore::Client::new(&sdk),
-            sso_admin: aws_sdk_ssoadmin::Client::new(&sdk),
+        let wrapped = Arc::new(faults::Faulty::new(real, faults));
+        Ok(Self::with_assignments(config, &sdk, wrapped))
+    }
+
+    fn with_assignments(
+        config: IdentityCenterConfig,
+        sdk: &SdkConfig,
+        assignments: Arc<dyn AssignmentApi>,
+    ) -> Self {
+        Self {
+            organizations: aws_sdk_organizations::Client::new(sdk),
+            identity_store: aws_sdk_identitystore::Client::new(sdk),
+            sso_admin: aws_sdk_ssoadmin::Client::new(sdk),
             assignments,
             instance: OnceCell::new(),
             management_account: OnceCell::new(),
             adopted: RwLock::default(),
             account_locks: Mutex::default(),
             config,
-        })
+        }
     }
 
     fn adopted(&self) -> RwLockReadGuard<'_, Adopted> {

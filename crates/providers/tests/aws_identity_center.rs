@@ -46,7 +46,10 @@ fn small_org() -> Value {
         "users": [
             {"user_name": "asmith", "display_name": "Alice Smith", "emails": ["Alice@Example.COM"]},
             {"user_name": "Bob", "display_name": "Bob Jones", "emails": ["bob@example.com"]},
-            {"user_name": "carol", "display_name": "Carol", "emails": ["carol@example.com"]}
+            {"user_name": "carol", "display_name": "Carol", "emails": ["carol@example.com"]},
+            {"user_name": "dan", "display_name": "Dan, no e-mail"},
+            // U+212A KELVIN SIGN, which `to_lowercase` turns into "k".
+            {"user_name": "kelvin", "display_name": "Kelvin", "emails": ["\u{212A}im@example.com"]}
         ],
         "groups": [{"name": "ops", "members": ["carol"]}],
         "permission_sets": ["ReadOnly", "Admin"]
@@ -315,6 +318,47 @@ async fn prepare_finds_the_user_by_email_or_user_name_ignoring_case() -> anyhow:
 }
 
 #[tokio::test]
+async fn prepare_refuses_a_user_name_match_without_the_requesters_email() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let account = f.account("payments-prod");
+    // "Bob" in the store has bob@example.com.
+    let impostor = spec(&account, "ReadOnly", "bob", Some("bob@elsewhere.example"));
+    let message = permanent(f.provider.prepare(&impostor).await)?;
+    assert!(
+        message.contains("the identity store user \"Bob\" has another e-mail address"),
+        "{message}"
+    );
+    assert!(message.contains("ask an administrator"), "{message}");
+    // "dan" in the store has no e-mail to tell.
+    let dan = spec(&account, "ReadOnly", "dan", Some("dan@example.com"));
+    let message = permanent(f.provider.prepare(&dan).await)?;
+    assert!(
+        message.contains("the identity store user \"dan\" has no e-mail address"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_email_with_a_kelvin_sign_is_not_an_ascii_k() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    // The store has \u{212A}im@example.com, which Unicode lowercases to
+    // kim@example.com.
+    let kim = spec(
+        &f.account("sandbox"),
+        "ReadOnly",
+        "kim",
+        Some("kim@example.com"),
+    );
+    let message = permanent(f.provider.prepare(&kim).await)?;
+    assert!(
+        message.contains("no user \"kim\" (kim@example.com)"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn prepare_refuses_a_user_the_identity_store_does_not_have() -> anyhow::Result<()> {
     let f = start().await.context("started")?;
     let dave = spec(
@@ -345,6 +389,15 @@ async fn prepare_refuses_an_ambiguous_user() -> anyhow::Result<()> {
     );
     let message = permanent(f.provider.prepare(&both).await)?;
     assert!(message.contains("several users"), "{message}");
+    assert!(
+        message.contains("an administrator must resolve"),
+        "{message}"
+    );
+    // Who the others are is not the requester's to see.
+    for (name, id) in [("Bob", "Bob"), ("(carol)", "carol")] {
+        assert!(!message.contains(name), "{message}");
+        assert!(!message.contains(&f.seeded.users[id]), "{message}");
+    }
     Ok(())
 }
 

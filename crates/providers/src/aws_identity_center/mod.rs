@@ -6,9 +6,10 @@
 //!   tags by [`Provider::discover`]; roles are the instance's permission
 //!   sets, by name. The management account is refused unless the config
 //!   allows it: access there reaches the whole organization.
-//! - A grant's user is the Identity Store user whose user name or e-mail
-//!   matches the requester's, ignoring case; the user id found when the
-//!   request is made is recorded with the grant ([`GrantSpec::account`]).
+//! - A grant's user is the Identity Store user with the requester's
+//!   e-mail address (or, for a requester without one, user name),
+//!   ignoring ASCII case; the user id found when the request is made is
+//!   recorded with the grant ([`GrantSpec::account`]).
 //! - AWS changes assignments asynchronously: create and delete answer a
 //!   request id whose status is polled every `poll_interval` for at most
 //!   `poll_timeout`; a change still running then is retried later by the
@@ -326,8 +327,8 @@ impl AwsIdentityCenter {
         Ok((management == account).then(|| MANAGEMENT_ACCOUNT_REFUSED.to_owned()))
     }
 
-    /// The Identity Store user id of the grant's user: the one user whose
-    /// user name or e-mail matches.
+    /// The Identity Store user id of the grant's user (see
+    /// [`directory::choose`]).
     async fn find_user(&self, grant: &GrantSpec) -> Result<String, ProviderError> {
         let instance = self.instance().await?;
         let store = &instance.identity_store_id;
@@ -345,11 +346,29 @@ impl AwsIdentityCenter {
                 "no user {who} in the IAM Identity Center identity store {store}; ask an \
                  administrator to provision them"
             ))),
-            UserMatch::Several(ids) => Err(ProviderError::Permanent(format!(
-                "user {who} matches several users in the IAM Identity Center identity store \
-                 {store}: {}; ask an administrator to make user names and e-mails unique",
-                ids.join(", ")
+            UserMatch::OtherEmail { user_name } => Err(ProviderError::Permanent(format!(
+                "the identity store user \"{user_name}\" has another e-mail address; ask an \
+                 administrator"
             ))),
+            UserMatch::NoEmail { user_name } => Err(ProviderError::Permanent(format!(
+                "the identity store user \"{user_name}\" has no e-mail address to tell that \
+                 it is {who}; ask an administrator"
+            ))),
+            UserMatch::Several(found) => {
+                // Who the others are is for administrators: the message
+                // goes to the requester.
+                tracing::warn!(
+                    user = %grant.user,
+                    email = grant.email.as_deref().unwrap_or(""),
+                    identity_store = %store,
+                    matches = %found.join(", "),
+                    "several Identity Store users match an elevate user; none is granted"
+                );
+                Err(ProviderError::Permanent(format!(
+                    "several users in the IAM Identity Center identity store match the user \
+                     name or e-mail address of {who}; an administrator must resolve this"
+                )))
+            }
         }
     }
 

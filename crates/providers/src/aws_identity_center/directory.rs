@@ -3,7 +3,7 @@
 
 use aws_sdk_identitystore::types::User;
 
-use super::api::AwsError;
+use super::api::{AwsError, PrincipalKind};
 
 /// Who an elevate user is in the Identity Store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,11 +123,11 @@ pub(crate) async fn find_user(
 pub(crate) async fn principal_name(
     client: &aws_sdk_identitystore::Client,
     identity_store_id: &str,
-    principal_type: &str,
+    principal_type: PrincipalKind,
     principal_id: &str,
 ) -> Option<String> {
     match principal_type {
-        "USER" => client
+        PrincipalKind::User => client
             .describe_user()
             .identity_store_id(identity_store_id)
             .user_id(principal_id)
@@ -136,7 +136,7 @@ pub(crate) async fn principal_name(
             .ok()?
             .user_name()
             .map(str::to_owned),
-        "GROUP" => client
+        PrincipalKind::Group => client
             .describe_group()
             .identity_store_id(identity_store_id)
             .group_id(principal_id)
@@ -145,7 +145,6 @@ pub(crate) async fn principal_name(
             .ok()?
             .display_name()
             .map(str::to_owned),
-        _ => None,
     }
 }
 

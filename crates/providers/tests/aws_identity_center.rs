@@ -7,7 +7,9 @@
 //!
 //! moto's assignment changes always succeed at once and it never
 //! throttles; the tests of the asynchronous and failure paths inject
-//! those answers around the real client (`faults`), and say so.
+//! those answers around the real client (`faults`), and say so. Hence
+//! this binary needs the `faults` feature:
+//! `cargo test -p elevate-providers --features faults`.
 //!
 //! The seeding helpers and `MotoServer::start` are blocking: they run
 //! before or between the provider's calls, never during one.
@@ -44,7 +46,10 @@ fn small_org() -> Value {
         "users": [
             {"user_name": "asmith", "display_name": "Alice Smith", "emails": ["Alice@Example.COM"]},
             {"user_name": "Bob", "display_name": "Bob Jones", "emails": ["bob@example.com"]},
-            {"user_name": "carol", "display_name": "Carol", "emails": ["carol@example.com"]}
+            {"user_name": "carol", "display_name": "Carol", "emails": ["carol@example.com"]},
+            {"user_name": "dan", "display_name": "Dan, no e-mail"},
+            // U+212A KELVIN SIGN, which `to_lowercase` turns into "k".
+            {"user_name": "kelvin", "display_name": "Kelvin", "emails": ["\u{212A}im@example.com"]}
         ],
         "groups": [{"name": "ops", "members": ["carol"]}],
         "permission_sets": ["ReadOnly", "Admin"]
@@ -120,7 +125,8 @@ impl Fixture {
     }
 
     /// A grant of `role` in account `account` (by name) to elevate user
-    /// `user`, with the user id the provider found when it was prepared.
+    /// `user`, with the account the provider recorded when it was
+    /// prepared.
     async fn grant(
         &self,
         account: &str,
@@ -147,6 +153,15 @@ impl Fixture {
     fn user(&self, name: &str) -> (String, String) {
         ("USER".to_owned(), self.seeded.users[name].clone())
     }
+
+    /// What a grant records: the Identity Store user id and the
+    /// permission set's ARN.
+    fn recorded(&self, user: &str, role: &str) -> String {
+        format!(
+            "{} {}",
+            self.seeded.users[user], self.seeded.permission_sets[role]
+        )
+    }
 }
 
 fn spec(resource: &str, role: &str, user: &str, email: Option<&str>) -> GrantSpec {
@@ -172,6 +187,13 @@ fn retryable(result: Result<impl std::fmt::Debug, ProviderError>) -> anyhow::Res
     match result {
         Err(ProviderError::Retryable(message)) => Ok(message),
         other => bail!("expected a retryable error, got {other:?}"),
+    }
+}
+
+fn busy(result: Result<impl std::fmt::Debug, ProviderError>) -> anyhow::Result<String> {
+    match result {
+        Err(ProviderError::Busy(message)) => Ok(message),
+        other => bail!("expected a busy answer, got {other:?}"),
     }
 }
 
@@ -299,15 +321,59 @@ async fn prepare_finds_the_user_by_email_or_user_name_ignoring_case() -> anyhow:
 
     // The store has "asmith" with "Alice@Example.COM".
     let alice = spec(&account, "ReadOnly", "alice", Some("alice@example.com"));
+    let recorded = f.provider.prepare(&alice).await.context("found")?;
+    assert_eq!(recorded, Some(f.recorded("asmith", "ReadOnly")));
     assert_eq!(
-        f.provider.prepare(&alice).await.context("found")?,
-        Some(f.seeded.users["asmith"].clone())
+        f.provider.principal_of(&recorded.context("recorded")?),
+        f.seeded.users["asmith"]
     );
-    // The store has "Bob"; no e-mail is needed to find him.
-    let bob = spec(&account, "ReadOnly", "bob", None);
+    // The store has "Bob"; a requester without an e-mail is found by
+    // user name.
+    let bob = spec(&account, "Admin", "bob", None);
     assert_eq!(
         f.provider.prepare(&bob).await.context("found")?,
-        Some(f.seeded.users["Bob"].clone())
+        Some(f.recorded("Bob", "Admin"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn prepare_refuses_a_user_name_match_without_the_requesters_email() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let account = f.account("payments-prod");
+    // "Bob" in the store has bob@example.com.
+    let impostor = spec(&account, "ReadOnly", "bob", Some("bob@elsewhere.example"));
+    let message = permanent(f.provider.prepare(&impostor).await)?;
+    assert!(
+        message.contains("the identity store user \"Bob\" has another e-mail address"),
+        "{message}"
+    );
+    assert!(message.contains("ask an administrator"), "{message}");
+    // "dan" in the store has no e-mail to tell.
+    let dan = spec(&account, "ReadOnly", "dan", Some("dan@example.com"));
+    let message = permanent(f.provider.prepare(&dan).await)?;
+    assert!(
+        message.contains("the identity store user \"dan\" has no e-mail address"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_email_with_a_kelvin_sign_is_not_an_ascii_k() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    // The store has \u{212A}im@example.com, which Unicode lowercases to
+    // kim@example.com.
+    let kim = spec(
+        &f.account("sandbox"),
+        "ReadOnly",
+        "kim",
+        Some("kim@example.com"),
+    );
+    let message = permanent(f.provider.prepare(&kim).await)?;
+    assert!(
+        message.contains("no user \"kim\" (kim@example.com)"),
+        "{message}"
     );
     Ok(())
 }
@@ -343,6 +409,15 @@ async fn prepare_refuses_an_ambiguous_user() -> anyhow::Result<()> {
     );
     let message = permanent(f.provider.prepare(&both).await)?;
     assert!(message.contains("several users"), "{message}");
+    assert!(
+        message.contains("an administrator must resolve"),
+        "{message}"
+    );
+    // Who the others are is not the requester's to see.
+    for (name, id) in [("Bob", "Bob"), ("(carol)", "carol")] {
+        assert!(!message.contains(name), "{message}");
+        assert!(!message.contains(&f.seeded.users[id]), "{message}");
+    }
     Ok(())
 }
 
@@ -408,19 +483,27 @@ async fn apply_is_idempotent_and_remove_takes_the_assignment_away() -> anyhow::R
     );
     f.provider.remove(&grant).await.context("removed again")?;
 
-    // Same user, account and permission set: one assignment, one key.
-    let mut other = grant.clone();
+    // Same Identity Store user, account and permission set: one
+    // assignment, one key, whichever elevate user asked ("asmith"
+    // without an e-mail is found by user name).
+    let mut other = spec(&f.account("payments-prod"), "ReadOnly", "asmith", None);
     other.request_id = "req-2".to_owned();
+    other.account = f.provider.prepare(&other).await?;
     assert_eq!(f.provider.grant_key(&grant), f.provider.grant_key(&other));
     assert_eq!(
         f.provider.grant_key(&grant),
-        format!("{}/ReadOnly/alice", f.account("payments-prod"))
+        format!(
+            "{}/{}/{}",
+            f.account("payments-prod"),
+            f.seeded.permission_sets["ReadOnly"],
+            f.seeded.users["asmith"]
+        )
     );
     Ok(())
 }
 
 #[tokio::test]
-async fn apply_without_a_recorded_user_id_looks_the_user_up() -> anyhow::Result<()> {
+async fn grants_recorded_without_the_user_or_permission_set_use_todays() -> anyhow::Result<()> {
     let f = start().await.context("started")?;
     let grant = spec(
         &f.account("ledger-prod"),
@@ -432,6 +515,49 @@ async fn apply_without_a_recorded_user_id_looks_the_user_up() -> anyhow::Result<
     assert_eq!(f.holders("ledger-prod", "Admin")?, vec![f.user("asmith")]);
     f.provider.remove(&grant).await.context("removed")?;
     assert!(f.holders("ledger-prod", "Admin")?.is_empty());
+
+    // Recorded before the ARN was: the user id alone.
+    let mut grant = spec(&f.account("ledger-prod"), "Admin", "someone", None);
+    grant.account = Some(f.seeded.users["carol"].clone());
+    f.provider.apply(&grant).await.context("applied")?;
+    assert_eq!(f.holders("ledger-prod", "Admin")?, vec![f.user("carol")]);
+    f.provider.remove(&grant).await.context("removed")?;
+    assert!(f.holders("ledger-prod", "Admin")?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_grant_is_removed_whatever_became_of_its_permission_sets_name() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let grant = f
+        .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
+        .await?;
+    assert_eq!(grant.account, Some(f.recorded("asmith", "ReadOnly")));
+    f.provider.apply(&grant).await.context("applied")?;
+
+    // "ReadOnly" now names another permission set (renamed, or the old
+    // one deleted and the name reused).
+    let mut renamed = f.inventory.clone();
+    renamed.roles.insert(
+        "ReadOnly".to_owned(),
+        f.seeded.permission_sets["Admin"].clone(),
+    );
+    f.provider.adopt(&renamed);
+    assert_eq!(f.provider.check(&grant).await?, Presence::Present);
+    // What was approved was the permission set of then.
+    let message = permanent(f.provider.apply(&grant).await)?;
+    assert!(message.contains("ask again"), "{message}");
+
+    // And then no permission set of that name is offered at all
+    // (deleted, or dropped from `permission_sets`).
+    let mut dropped = f.inventory.clone();
+    dropped.roles.remove("ReadOnly");
+    f.provider.adopt(&dropped);
+    f.provider.remove(&grant).await.context("removed")?;
+    assert!(f.holders("payments-prod", "ReadOnly")?.is_empty());
+    assert!(f.holders("payments-prod", "Admin")?.is_empty());
+    assert_eq!(f.provider.check(&grant).await?, Presence::Absent);
+    f.provider.remove(&grant).await.context("removed again")?;
     Ok(())
 }
 
@@ -483,19 +609,19 @@ async fn a_throttled_creation_is_retryable_until_aws_lets_it_through() -> anyhow
 
 /// Injected: moto never reports another change in progress.
 #[tokio::test]
-async fn a_conflicting_change_is_retryable() -> anyhow::Result<()> {
+async fn a_conflicting_change_is_an_expected_wait() -> anyhow::Result<()> {
     let f = start_faulty().await.context("started")?;
     let grant = f
         .grant("sandbox", "Admin", "alice", "alice@example.com")
         .await?;
     f.faults.conflict(Call::Create, 1);
-    let message = retryable(f.provider.apply(&grant).await)?;
+    let message = busy(f.provider.apply(&grant).await)?;
     assert!(message.contains("ConflictException"), "{message}");
     f.provider.apply(&grant).await.context("applied")?;
     assert_eq!(f.holders("sandbox", "Admin")?, vec![f.user("asmith")]);
 
     f.faults.conflict(Call::Delete, 1);
-    let message = retryable(f.provider.remove(&grant).await)?;
+    let message = busy(f.provider.remove(&grant).await)?;
     assert!(message.contains("ConflictException"), "{message}");
     f.provider.remove(&grant).await.context("removed")?;
     assert!(f.holders("sandbox", "Admin")?.is_empty());
@@ -524,31 +650,81 @@ async fn an_assignment_in_progress_is_waited_for() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Injected: moto's changes never stay in progress.
-#[tokio::test]
-async fn an_assignment_still_in_progress_after_the_poll_timeout_is_retryable() -> anyhow::Result<()>
-{
-    let f = start_with(small_org(), true, |c| {
+/// How many in-progress answers outlast two calls of 200 ms at one
+/// poll every 20 ms (at most 11 polls per call), but not many more.
+const BEYOND_TWO_CALLS: usize = 30;
+
+async fn start_impatient() -> anyhow::Result<Fixture> {
+    start_with(small_org(), true, |c| {
         c.poll_timeout = Duration::from_millis(200);
     })
     .await
-    .context("started")?;
+}
+
+/// Injected: moto's changes never stay in progress.
+#[tokio::test]
+async fn a_creation_still_in_progress_is_waited_for_not_made_again() -> anyhow::Result<()> {
+    let f = start_impatient().await.context("started")?;
     let grant = f
         .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
         .await?;
-    f.faults.in_progress(1000);
-    let message = retryable(f.provider.apply(&grant).await)?;
+    f.faults.in_progress(BEYOND_TWO_CALLS);
+    let message = busy(f.provider.apply(&grant).await)?;
     assert!(message.contains("still creating"), "{message}");
     assert!(message.contains("request "), "{message}");
 
-    // AWS finished meanwhile (moto at once): the next attempt sees it
-    // there and makes no second one.
-    f.provider.apply(&grant).await.context("applied")?;
+    // Later attempts ask how that creation went until AWS says it is done.
+    let mut attempts = 1;
+    while let Err(error) = f.provider.apply(&grant).await {
+        assert!(matches!(error, ProviderError::Busy(_)), "{error:?}");
+        attempts += 1;
+        assert!(attempts < 30, "still in progress after {attempts} attempts");
+    }
+    assert!(attempts >= 2, "the second attempt should still have waited");
     assert_eq!(f.faults.calls(Call::Create), 1);
+    assert!(f.faults.calls(Call::DescribeCreation) > BEYOND_TWO_CALLS);
     assert_eq!(
         f.holders("payments-prod", "ReadOnly")?,
         vec![f.user("asmith")]
     );
+    Ok(())
+}
+
+/// Injected: moto's changes never stay in progress. On AWS, a creation
+/// in progress is not listed yet: a removal that only looked would find
+/// nothing, succeed, and the creation would finish after it.
+#[tokio::test]
+async fn a_removal_waits_for_a_creation_still_in_progress_then_deletes_it() -> anyhow::Result<()> {
+    let f = start_impatient().await.context("started")?;
+    let grant = f
+        .grant("payments-prod", "ReadOnly", "alice", "alice@example.com")
+        .await?;
+    f.faults.in_progress(BEYOND_TWO_CALLS);
+    busy(f.provider.apply(&grant).await)?;
+
+    // The grant is revoked while AWS is still creating. Removals wait
+    // (and say so) until the injected answers are used up; the last
+    // ones may be the deletion's.
+    let mut removals = 0;
+    loop {
+        removals += 1;
+        assert!(removals < 30, "still waiting after {removals} removals");
+        match f.provider.remove(&grant).await {
+            Ok(()) => break,
+            Err(ProviderError::Busy(message)) if message.contains("still creating") => {
+                assert_eq!(f.faults.calls(Call::Delete), 0, "deleted while creating");
+            }
+            Err(ProviderError::Busy(message)) if message.contains("still deleting") => {}
+            Err(other) => bail!("removal failed: {other:?}"),
+        }
+    }
+    assert!(removals >= 2, "the first removal should have waited");
+    assert_eq!(f.faults.calls(Call::Delete), 1);
+    assert!(f.holders("payments-prod", "ReadOnly")?.is_empty());
+    // Nothing left to wait for: the next removal asks AWS nothing more.
+    let described = f.faults.calls(Call::DescribeCreation);
+    f.provider.remove(&grant).await.context("removed again")?;
+    assert_eq!(f.faults.calls(Call::DescribeCreation), described);
     Ok(())
 }
 

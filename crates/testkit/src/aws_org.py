@@ -87,16 +87,21 @@ def seed(url, spec):
     ids = client(url, "identitystore")
     for user in spec.get("users") or []:
         name = user["user_name"]
-        made = ids.create_user(
-            IdentityStoreId=store,
-            UserName=name,
-            DisplayName=user.get("display_name", name),
-            Name={"GivenName": name, "FamilyName": "Test"},
-            Emails=[
+        fields = {
+            "IdentityStoreId": store,
+            "UserName": name,
+            "DisplayName": user.get("display_name", name),
+            "Name": {"GivenName": name, "FamilyName": "Test"},
+        }
+        emails = user.get("emails") or []
+        # A user without an address has no Emails at all: boto3 refuses
+        # an empty list.
+        if emails:
+            fields["Emails"] = [
                 {"Value": e, "Type": "work", "Primary": i == 0}
-                for i, e in enumerate(user.get("emails") or [])
-            ],
-        )
+                for i, e in enumerate(emails)
+            ]
+        made = ids.create_user(**fields)
         answer["users"][name] = made["UserId"]
     for group in spec.get("groups") or []:
         made = ids.create_group(

@@ -3,31 +3,96 @@
 
 use aws_sdk_identitystore::types::User;
 
-use super::api::AwsError;
+use super::api::{AwsError, PrincipalKind};
 
 /// Who an elevate user is in the Identity Store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum UserMatch {
+    /// The user id.
     One(String),
     None,
-    /// The user ids (and user names) of everyone who matched.
+    /// Several users match. Their ids and user names, for the log only:
+    /// they are other people's, not the requester's to see.
     Several(Vec<String>),
+    /// Only a user of the requester's user name, which has other e-mail
+    /// addresses than the requester's.
+    OtherEmail {
+        user_name: String,
+    },
+    /// Only a user of the requester's user name, which has no e-mail
+    /// address to confirm it is the requester.
+    NoEmail {
+        user_name: String,
+    },
 }
 
-/// Whether `user` is the Identity Store user of elevate user `name` with
-/// `email`: same user name, or one of its e-mails, ignoring case (people
-/// type addresses with capitals; the Identity Store keeps them as
-/// typed).
-fn matches(user: &User, name: &str, email: Option<&str>) -> bool {
-    let same = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();
-    user.user_name()
-        .is_some_and(|user_name| same(user_name, name))
-        || email.is_some_and(|email| {
-            user.emails()
+/// Addresses and user names are compared ignoring ASCII case only
+/// (people type addresses with capitals; the Identity Store keeps them
+/// as typed). Full Unicode case folding would match more than the
+/// Identity Store or a mail server treats as the same: `to_lowercase`
+/// turns U+212A KELVIN SIGN into an ASCII `k`.
+fn same(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn has_email(user: &User, email: &str) -> bool {
+    user.emails()
+        .iter()
+        .filter_map(|e| e.value())
+        .any(|value| same(value, email))
+}
+
+fn describe(user: &User) -> String {
+    match user.user_name() {
+        Some(user_name) => format!("{} ({user_name})", user.user_id()),
+        None => user.user_id().to_owned(),
+    }
+}
+
+/// The Identity Store user of elevate user `name` with `email`.
+///
+/// With an e-mail, the e-mail decides: the user must have it. A user of
+/// the same user name without it is not taken for the requester (user
+/// names are easier to come by than addresses), and one besides the
+/// user that has the address makes the match ambiguous. Without an
+/// e-mail, the user name decides.
+pub(crate) fn choose(users: &[User], name: &str, email: Option<&str>) -> UserMatch {
+    let by_name: Vec<&User> = users
+        .iter()
+        .filter(|u| u.user_name().is_some_and(|user_name| same(user_name, name)))
+        .collect();
+    let Some(email) = email else {
+        return match by_name.as_slice() {
+            [] => UserMatch::None,
+            [one] => UserMatch::One(one.user_id().to_owned()),
+            several => UserMatch::Several(several.iter().map(|u| describe(u)).collect()),
+        };
+    };
+    let by_email: Vec<&User> = users.iter().filter(|u| has_email(u, email)).collect();
+    let others: Vec<&User> = by_name
+        .iter()
+        .filter(|u| !has_email(u, email))
+        .copied()
+        .collect();
+    match (by_email.as_slice(), others.as_slice()) {
+        ([one], []) => UserMatch::One(one.user_id().to_owned()),
+        ([], []) => UserMatch::None,
+        ([], [other]) => {
+            let user_name = other.user_name().unwrap_or_default().to_owned();
+            if other.emails().iter().any(|e| e.value().is_some()) {
+                UserMatch::OtherEmail { user_name }
+            } else {
+                UserMatch::NoEmail { user_name }
+            }
+        }
+        (found, others) => UserMatch::Several(
+            found
                 .iter()
-                .filter_map(|e| e.value())
-                .any(|value| same(value, email))
-        })
+                .chain(others.iter())
+                .map(|u| describe(u))
+                .collect(),
+        ),
+    }
 }
 
 /// Looks the user up by listing every user and comparing here: the
@@ -49,20 +114,7 @@ pub(crate) async fn find_user(
         .collect::<Result<_, _>>()
         .await
         .map_err(|e| AwsError::from_sdk("ListUsers", &e))?;
-    let mut found: Vec<&User> = users.iter().filter(|u| matches(u, name, email)).collect();
-    Ok(match found.len() {
-        0 => UserMatch::None,
-        1 => UserMatch::One(found.remove(0).user_id().to_owned()),
-        _ => UserMatch::Several(
-            found
-                .iter()
-                .map(|u| match u.user_name() {
-                    Some(user_name) => format!("{} ({user_name})", u.user_id()),
-                    None => u.user_id().to_owned(),
-                })
-                .collect(),
-        ),
-    })
+    Ok(choose(&users, name, email))
 }
 
 /// A user's user name or a group's display name; `None` when the
@@ -71,11 +123,11 @@ pub(crate) async fn find_user(
 pub(crate) async fn principal_name(
     client: &aws_sdk_identitystore::Client,
     identity_store_id: &str,
-    principal_type: &str,
+    principal_type: PrincipalKind,
     principal_id: &str,
 ) -> Option<String> {
     match principal_type {
-        "USER" => client
+        PrincipalKind::User => client
             .describe_user()
             .identity_store_id(identity_store_id)
             .user_id(principal_id)
@@ -84,7 +136,7 @@ pub(crate) async fn principal_name(
             .ok()?
             .user_name()
             .map(str::to_owned),
-        "GROUP" => client
+        PrincipalKind::Group => client
             .describe_group()
             .identity_store_id(identity_store_id)
             .group_id(principal_id)
@@ -93,7 +145,6 @@ pub(crate) async fn principal_name(
             .ok()?
             .display_name()
             .map(str::to_owned),
-        _ => None,
     }
 }
 
@@ -115,12 +166,81 @@ mod tests {
         builder.build().expect("the required fields are set")
     }
 
+    fn id(name: &str) -> UserMatch {
+        UserMatch::One(format!("id-{name}"))
+    }
+
     #[test]
-    fn user_name_and_email_match_ignoring_case() {
-        let alice = user("Alice", &["Alice@Example.COM"]);
-        assert!(matches(&alice, "alice", None));
-        assert!(matches(&alice, "someone", Some("alice@example.com")));
-        assert!(!matches(&alice, "bob", Some("bob@example.com")));
-        assert!(!matches(&alice, "bob", None));
+    fn the_email_finds_the_user_in_any_ascii_case() {
+        let users = [user("asmith", &["Alice@Example.COM"]), user("bob", &[])];
+        assert_eq!(
+            choose(&users, "alice", Some("alice@example.com")),
+            id("asmith")
+        );
+        assert_eq!(
+            choose(&users, "ALICE", Some("ALICE@example.com")),
+            id("asmith")
+        );
+        assert_eq!(
+            choose(&users, "dave", Some("dave@example.com")),
+            UserMatch::None
+        );
+    }
+
+    #[test]
+    fn without_an_email_the_user_name_finds_the_user_in_any_ascii_case() {
+        let users = [user("Bob", &["bob@example.com"]), user("carol", &[])];
+        assert_eq!(choose(&users, "bob", None), id("Bob"));
+        assert_eq!(choose(&users, "CAROL", None), id("carol"));
+        assert_eq!(choose(&users, "dave", None), UserMatch::None);
+    }
+
+    #[test]
+    fn a_user_name_match_with_another_email_or_none_is_not_the_requester() {
+        let users = [user("bob", &["bob@example.com"]), user("carol", &[])];
+        assert_eq!(
+            choose(&users, "bob", Some("bob@evil.example")),
+            UserMatch::OtherEmail {
+                user_name: "bob".to_owned()
+            }
+        );
+        assert_eq!(
+            choose(&users, "Carol", Some("carol@example.com")),
+            UserMatch::NoEmail {
+                user_name: "carol".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_user_name_of_one_user_and_the_email_of_another_are_ambiguous() {
+        let users = [
+            user("bob", &["bob@example.com"]),
+            user("carol", &["carol@example.com"]),
+        ];
+        assert!(matches!(
+            choose(&users, "bob", Some("carol@example.com")),
+            UserMatch::Several(found) if found.len() == 2
+        ));
+        let twins = [
+            user("a", &["same@example.com"]),
+            user("b", &["SAME@example.com"]),
+        ];
+        assert!(matches!(
+            choose(&twins, "x", Some("same@example.com")),
+            UserMatch::Several(found) if found.len() == 2
+        ));
+    }
+
+    /// `to_lowercase` folds U+212A KELVIN SIGN to `k`; AWS and mail
+    /// servers do not take them for the same letter.
+    #[test]
+    fn non_ascii_letters_are_not_folded_to_ascii() {
+        let kelvin = [user("\u{212A}im", &["\u{212A}im@example.com"])];
+        assert_eq!(
+            choose(&kelvin, "kim", Some("kim@example.com")),
+            UserMatch::None
+        );
+        assert_eq!(choose(&kelvin, "kim", None), UserMatch::None);
     }
 }

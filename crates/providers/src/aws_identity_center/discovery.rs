@@ -19,14 +19,54 @@ pub(crate) struct Tree {
     pub(crate) resources: Vec<FoundResource>,
 }
 
-fn resource(id: &str, parent: Option<&str>, name: Option<&str>, kind: &str) -> FoundResource {
+/// What a found resource is; [`FoundResource::kind`] spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResourceKind {
+    Root,
+    Unit,
+    Account,
+}
+
+impl ResourceKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Root => "root",
+            ResourceKind::Unit => "ou",
+            ResourceKind::Account => "account",
+        }
+    }
+}
+
+fn resource(
+    id: &str,
+    parent: Option<&str>,
+    name: Option<&str>,
+    kind: ResourceKind,
+) -> FoundResource {
     FoundResource {
         id: id.to_owned(),
         parent: parent.map(str::to_owned),
         name: name.map(str::to_owned),
-        kind: kind.to_owned(),
+        kind: kind.as_str().to_owned(),
         tags: BTreeMap::new(),
     }
+}
+
+/// The Organization's management account (`MasterAccountId`).
+pub(crate) async fn management_account(
+    client: &aws_sdk_organizations::Client,
+) -> Result<String, AwsError> {
+    const OPERATION: &str = "DescribeOrganization";
+    let answer = client
+        .describe_organization()
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(OPERATION, &e))?;
+    answer
+        .organization()
+        .and_then(|o| o.master_account_id())
+        .map(str::to_owned)
+        .ok_or_else(|| AwsError::malformed(OPERATION, "a management account id"))
 }
 
 /// Suspended and closing accounts cannot be used, so they are not
@@ -42,16 +82,7 @@ fn is_active(account: &aws_sdk_organizations::types::Account) -> bool {
 
 /// Walks the Organization from its roots down, at any depth.
 pub(crate) async fn organization(client: &aws_sdk_organizations::Client) -> Result<Tree, AwsError> {
-    let organization = client
-        .describe_organization()
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("DescribeOrganization", &e))?;
-    let management_account = organization
-        .organization()
-        .and_then(|o| o.master_account_id())
-        .ok_or_else(|| AwsError::malformed("DescribeOrganization", "a management account id"))?
-        .to_owned();
+    let management_account = management_account(client).await?;
 
     let mut resources = Vec::new();
     let mut parents = VecDeque::new();
@@ -62,7 +93,7 @@ pub(crate) async fn organization(client: &aws_sdk_organizations::Client) -> Resu
             let id = root
                 .id()
                 .ok_or_else(|| AwsError::malformed("ListRoots", "a root id"))?;
-            resources.push(resource(id, None, root.name(), "root"));
+            resources.push(resource(id, None, root.name(), ResourceKind::Root));
             parents.push_back(id.to_owned());
         }
     }
@@ -80,7 +111,7 @@ pub(crate) async fn organization(client: &aws_sdk_organizations::Client) -> Resu
                 let id = unit.id().ok_or_else(|| {
                     AwsError::malformed("ListOrganizationalUnitsForParent", "an OU id")
                 })?;
-                resources.push(resource(id, Some(&parent), unit.name(), "ou"));
+                resources.push(resource(id, Some(&parent), unit.name(), ResourceKind::Unit));
                 parents.push_back(id.to_owned());
             }
         }
@@ -95,7 +126,12 @@ pub(crate) async fn organization(client: &aws_sdk_organizations::Client) -> Resu
                 let id = account
                     .id()
                     .ok_or_else(|| AwsError::malformed("ListAccountsForParent", "an account id"))?;
-                resources.push(resource(id, Some(&parent), account.name(), "account"));
+                resources.push(resource(
+                    id,
+                    Some(&parent),
+                    account.name(),
+                    ResourceKind::Account,
+                ));
             }
         }
     }
@@ -107,7 +143,7 @@ pub(crate) async fn organization(client: &aws_sdk_organizations::Client) -> Resu
     let ids: Vec<(usize, String)> = resources
         .iter()
         .enumerate()
-        .filter(|(_, found)| found.kind != "root")
+        .filter(|(_, found)| found.kind != ResourceKind::Root.as_str())
         .map(|(index, found)| (index, found.id.clone()))
         .collect();
     let tagged: Vec<(usize, BTreeMap<String, String>)> = stream::iter(ids)

@@ -1,4 +1,5 @@
-//! Faults injected around the real sso-admin client, for tests.
+//! Faults injected around the real sso-admin client, for tests (feature
+//! `faults`, off in the server's build).
 //!
 //! This exists because moto, the AWS emulator the tests run against,
 //! never produces the paths that matter most on AWS: its assignment

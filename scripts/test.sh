@@ -167,7 +167,7 @@ run_suite() {
   local engine=$1 name=$2 status=0
   touch "$logs/$engine"
   echo "== cargo test ($name store)"
-  cargo test --workspace -- --skip web_e2e 2>&1 | tee -a "$log" "$logs/$engine" || status=1
+  cargo test --workspace --no-fail-fast -- --skip web_e2e 2>&1 | tee -a "$log" "$logs/$engine" || status=1
   echo "== browser test ($name store)"
   cargo test -p elevate --test it web_e2e 2>&1 | tee -a "$log" "$logs/$engine" || status=1
   return $status

@@ -81,7 +81,7 @@ fn inventory() -> Inventory {
     ));
     let mut account = 0u64;
     for a in 0..4 {
-        let top = format!("ou-ab12-{a:08}");
+        let top = format!("ou-ab12-top{a:05}");
         resources.push(found(
             top.clone(),
             Some("r-ab12".into()),
@@ -89,7 +89,7 @@ fn inventory() -> Inventory {
             "ou",
         ));
         for b in 0..5 {
-            let ou = format!("ou-ab12-{a}{b:07}");
+            let ou = format!("ou-ab12-{a}{b}000000");
             resources.push(found(
                 ou.clone(),
                 Some(top.clone()),
@@ -234,7 +234,9 @@ fn main() -> Result<()> {
     }
     let result = json!({
         "bench": "inventory",
+        // The management account is in the tree but never offered.
         "accounts": 1 + 4 * 5 * ACCOUNTS_PER_OU,
+        "accounts_offered": 4 * 5 * ACCOUNTS_PER_OU,
         "organizational_units": 4 + 4 * 5,
         "permission_sets": PERMISSION_SETS,
         "choices": everything,

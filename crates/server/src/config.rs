@@ -2382,8 +2382,11 @@ impl Checker {
             &ic.poll_timeout,
             20,
             1,
-            1800,
-            "between 1s and 30m (and below half of server.job_lease)",
+            25,
+            // elevate cuts every provider call off at 30 s (and at half
+            // the job lease): a longer wait would end as an error instead
+            // of an expected "still in progress".
+            "between 1s and 25s (and below half of server.job_lease)",
         );
         let refresh = bounded(
             "refresh",
@@ -2601,7 +2604,7 @@ mod tests {
             "{e}"
         );
         let e = errors(&format!(
-            "{IC_TARGET}[targets.identity_center]\nregion = \"\"\nendpoint_url = \"moto\"\ninstance_arn = \"ssoins-1\"\nreconcile = \"delete\"\nrefresh = \"10s\"\npoll_interval = \"2m\"\naccess_key_id = \"AKIA\"\n"
+            "{IC_TARGET}[targets.identity_center]\nregion = \"\"\nendpoint_url = \"moto\"\ninstance_arn = \"ssoins-1\"\nreconcile = \"delete\"\nrefresh = \"10s\"\npoll_interval = \"2m\"\npoll_timeout = \"40s\"\naccess_key_id = \"AKIA\"\n"
         ))
         .join("\n");
         for expected in [
@@ -2611,6 +2614,7 @@ mod tests {
             "\"delete\" is not one of report, remove, off",
             "refresh: must be between 1m and 7d",
             "poll_interval: must be between 1s and 1m",
+            "poll_timeout: must be between 1s and 25s",
             "together with a secret_access_key",
         ] {
             assert!(e.contains(expected), "{expected} missing from {e}");

@@ -116,7 +116,13 @@ pub fn catalog_parts(inventory: &Inventory) -> (BTreeMap<Name, Resource>, BTreeS
     let roles = inventory
         .roles
         .keys()
-        .filter_map(|r| Name::parse("role", r).ok())
+        .filter_map(|r| match Name::parse("role", r) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(role = %r, error = %e, "skipping a role whose name elevate cannot use");
+                None
+            }
+        })
         .collect();
     (resources, roles)
 }

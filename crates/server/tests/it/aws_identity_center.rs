@@ -54,6 +54,7 @@ fn org_spec() -> Value {
             {"user_name": "dave", "display_name": "Dave", "emails": ["dave@example.com"]},
             {"user_name": "mallory", "display_name": "Mallory", "emails": ["mallory@example.com"]}
         ],
+        "groups": [{"name": "platform-admins", "members": ["mallory"]}],
         "permission_sets": [ADMIN_PS, "ReadOnlyAccess"]
     })
 }
@@ -435,6 +436,21 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
         aws_org::create_assignment_directly(&url, &instance, &account, &ps, "USER", &mallory)
     })
     .await??;
+    // And a group standing AdministratorAccess in shared-services.
+    let (url, instance, ps) = (
+        org.moto.url(),
+        org.instance()?,
+        org.id("permission_sets", ADMIN_PS)?,
+    );
+    let (shared, group) = (
+        org.id("accounts", "shared-services")?,
+        org.id("groups", "platform-admins")?,
+    );
+    let account = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        aws_org::create_assignment_directly(&url, &instance, &account, &ps, "GROUP", &group)
+    })
+    .await??;
 
     // Only admins run it; the report names mallory's and not alice's.
     let (status, _) = app
@@ -446,12 +462,23 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
         .await?;
     ensure!(status == StatusCode::OK, "{status} {report}");
     let unmanaged = report["unmanaged"].as_array().context("no findings")?;
-    ensure!(unmanaged.len() == 1, "{report}");
-    assert_eq!(unmanaged[0]["resource"], orders.as_str());
-    assert_eq!(unmanaged[0]["principal_name"], "mallory");
-    assert_eq!(unmanaged[0]["resource_name"], "orders-prod");
-    assert_eq!(unmanaged[0]["removed"], false);
-    assert_eq!(report["assignments"], 2);
+    ensure!(unmanaged.len() == 2, "{report}");
+    let user = unmanaged
+        .iter()
+        .find(|f| f["principal_type"] == "USER")
+        .context("no user finding")?;
+    assert_eq!(user["resource"], orders.as_str());
+    assert_eq!(user["principal_name"], "mallory");
+    assert_eq!(user["resource_name"], "orders-prod");
+    assert_eq!(user["removed"], false);
+    let group = unmanaged
+        .iter()
+        .find(|f| f["principal_type"] == "GROUP")
+        .context("no group finding")?;
+    assert_eq!(group["resource"], shared.as_str());
+    assert_eq!(group["principal_name"], "platform-admins");
+    // alice's, mallory's and the group's.
+    assert_eq!(report["assignments"], 3);
     // In the audit trail (a target event, no request), once: the same
     // finding again does not repeat it.
     let audited = |v: &Value| {
@@ -491,7 +518,7 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
         .text()
         .await?;
     ensure!(
-        metrics.contains("elevate_unmanaged_assignments{target=\"aws\"} 1"),
+        metrics.contains("elevate_unmanaged_assignments{target=\"aws\"} 2"),
         "{metrics}"
     );
     // The admin page shows when the tree was read and the finding.
@@ -499,7 +526,7 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
     let (status, html) = page(&app, &browser, "/admin").await?;
     ensure!(status == StatusCode::OK, "{status}");
     ensure!(
-        html.contains("1 not given through elevate")
+        html.contains("2 not given through elevate")
             && html.contains("orders-prod")
             && html.contains("mallory"),
         "{html}"
@@ -520,10 +547,12 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
     // grant keeps hers.
     let findings = report["unmanaged"].as_array().context("no findings")?;
     ensure!(
-        findings.len() == 1
-            && findings[0]["removed"] == true
-            && findings[0]["principal_name"] == "mallory",
+        findings.len() == 2 && findings.iter().all(|f| f["removed"] == true),
         "{report}"
+    );
+    ensure!(
+        org.holders(&shared, ADMIN_PS).await?.is_empty(),
+        "the group's assignment stayed"
     );
     assert!(org.holders(&orders, ADMIN_PS).await?.is_empty());
     assert_eq!(

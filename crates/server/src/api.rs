@@ -1200,6 +1200,19 @@ async fn audit_verify(
     Ok(Json(json!(v)))
 }
 
+/// Refuses everyone but admins, saying what only they may do.
+fn require_admin(b: &Broker, p: &Principal, what: &str) -> Result<(), ApiError> {
+    if b.catalog().is_admin(p) {
+        Ok(())
+    } else {
+        Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("only admins may {what}"),
+        ))
+    }
+}
+
 /// Targets named in a path: a config name, never created by a client.
 fn target_name(raw: &str) -> Result<Name, ApiError> {
     Ok(Name::parse("target", raw)?)
@@ -1212,13 +1225,7 @@ async fn refresh_target(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !b.catalog().is_admin(&p) {
-        return Err(ApiError::client(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only admins may refresh a target",
-        ));
-    }
+    require_admin(&b, &p, "refresh a target")?;
     let summary = b.refresh_target(&target_name(&id)?).await?;
     Ok(Json(json!(summary)))
 }
@@ -1230,13 +1237,7 @@ async fn reconcile_target(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !b.catalog().is_admin(&p) {
-        return Err(ApiError::client(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only admins may reconcile a target",
-        ));
-    }
+    require_admin(&b, &p, "reconcile a target")?;
     let report = b.reconcile_target(&target_name(&id)?).await?;
     Ok(Json(json!(report)))
 }

@@ -2186,7 +2186,7 @@ impl Checker {
         roles: &BTreeSet<Name>,
         base: Option<&Path>,
     ) -> Option<elevate_providers::sessions::AwsStsConfig> {
-        use elevate_providers::sessions::{self as s, StaticKeys};
+        use elevate_providers::sessions as s;
         let prefix = format!("{loc}aws_sts.");
         let mut ok = true;
         if aws.region.trim().is_empty() {
@@ -2225,33 +2225,18 @@ impl Checker {
             }
             None => 3600,
         };
-        let secret = self.secret(
+        let keys = self.aws_keys(
             line,
             &prefix,
-            "secret_access_key",
+            &aws.access_key_id,
             [
                 &aws.secret_access_key,
                 &aws.secret_access_key_file,
                 &aws.secret_access_key_env,
             ],
             base,
+            &mut ok,
         )?;
-        let keys = match (&aws.access_key_id, secret) {
-            (Some(id), Some(secret)) => Some(StaticKeys {
-                access_key_id: id.clone(),
-                secret_access_key: secret,
-            }),
-            (None, None) => None,
-            _ => {
-                self.error(
-                    line,
-                    format!("{prefix}access_key_id"),
-                    "give access_key_id together with a secret_access_key (or neither, for the default AWS credential chain)",
-                );
-                ok = false;
-                None
-            }
-        };
         for role in roles {
             match aws.role_arns.get(role.as_str()) {
                 Some(arn) if arn.starts_with("arn:") && arn.contains(":role/") => {}
@@ -2302,6 +2287,38 @@ impl Checker {
         })
     }
 
+    /// AWS access keys given in a target section: an id with a secret
+    /// (inline, file or environment), or neither for the default AWS
+    /// credential chain. `None` after a secret that cannot be read;
+    /// `ok` turns false when only one half is given.
+    fn aws_keys(
+        &mut self,
+        line: Option<usize>,
+        prefix: &str,
+        access_key_id: &Option<String>,
+        secret: [&Option<String>; 3],
+        base: Option<&Path>,
+        ok: &mut bool,
+    ) -> Option<Option<elevate_providers::sessions::StaticKeys>> {
+        let secret = self.secret(line, prefix, "secret_access_key", secret, base)?;
+        Some(match (access_key_id, secret) {
+            (Some(id), Some(secret)) => Some(elevate_providers::sessions::StaticKeys {
+                access_key_id: id.clone(),
+                secret_access_key: secret,
+            }),
+            (None, None) => None,
+            _ => {
+                self.error(
+                    line,
+                    format!("{prefix}access_key_id"),
+                    "give access_key_id together with a secret_access_key (or neither, for the default AWS credential chain)",
+                );
+                *ok = false;
+                None
+            }
+        })
+    }
+
     /// `[targets.identity_center]`: a region, keys or the default chain,
     /// bounded polling, how often to read the tree and to reconcile.
     fn identity_center(
@@ -2314,7 +2331,6 @@ impl Checker {
         elevate_providers::identity_center::IdentityCenterConfig,
         Discovery,
     )> {
-        use elevate_providers::sessions::StaticKeys;
         let prefix = format!("{loc}identity_center.");
         let mut ok = true;
         if ic.region.trim().is_empty() {
@@ -2417,33 +2433,18 @@ impl Checker {
                 None
             }
         };
-        let secret = self.secret(
+        let keys = self.aws_keys(
             line,
             &prefix,
-            "secret_access_key",
+            &ic.access_key_id,
             [
                 &ic.secret_access_key,
                 &ic.secret_access_key_file,
                 &ic.secret_access_key_env,
             ],
             base,
+            &mut ok,
         )?;
-        let keys = match (&ic.access_key_id, secret) {
-            (Some(id), Some(secret)) => Some(StaticKeys {
-                access_key_id: id.clone(),
-                secret_access_key: secret,
-            }),
-            (None, None) => None,
-            _ => {
-                self.error(
-                    line,
-                    format!("{prefix}access_key_id"),
-                    "give access_key_id together with a secret_access_key (or neither, for the default AWS credential chain)",
-                );
-                ok = false;
-                None
-            }
-        };
         let (poll_interval, poll_timeout, refresh, reconcile_every, reconcile) = (
             poll_interval?,
             poll_timeout?,

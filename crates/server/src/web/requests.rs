@@ -467,6 +467,16 @@ async fn detail(
                 button.secondary type="submit" { "Cancel request" }
             }
         }
+        // Targets that hand out sessions (aws-sts): the console, one
+        // click away. Credentials stay on the CLI (`elevate creds`), where
+        // they go into a shell rather than onto a page.
+        @if mine && matches!(r.state, RState::Active { .. }) && b.providers.get(&r.target).is_some_and(|p| p.sessions().is_some()) {
+            form.inline method="post" action={"/requests/" (r.id) "/console"} {
+                (csrf_field(&v))
+                button type="submit" { "Open the AWS console" }
+            }
+            p.muted { "Temporary credentials for the command line: " code { "elevate creds " (r.id) } }
+        }
         @if mine && running {
             form.inline method="post" action={"/requests/" (r.id) "/revoke"} data-confirm="End this access now?" {
                 (csrf_field(&v))
@@ -556,6 +566,41 @@ async fn act(
     let form = Form::parse(&body);
     if let Some(resp) = check_post(&v, &headers, &form) {
         return resp;
+    }
+    if action == "console" {
+        // Straight to AWS's sign-in URL: a session is issued now, for the
+        // requester only, with every check the API makes.
+        let issued = match parse_id(&id) {
+            Ok(rid) => {
+                b.issue_session(&v.p, &rid, crate::sessions::SessionKind::Console, None)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        return match issued {
+            // A link, not a redirect: the page's form-action policy
+            // ('self') would stop a form's redirect to AWS, and a person's
+            // click on a link is what it should be anyway.
+            Ok(crate::sessions::Issued {
+                console_url: Some(url),
+                session,
+            }) => {
+                let body = html! {
+                    section.card {
+                        h2 { "Your AWS console session is ready" }
+                        p { a.button href=(url) rel="noreferrer" { "Open the AWS console" } }
+                        p.muted {
+                            "The sign-in link works once, for 15 minutes. The session ends at "
+                            (session.expiration.to_rfc3339()) ", never after your access ends."
+                        }
+                        p { a href={"/requests/" (id)} { "← Back to the request" } }
+                    }
+                };
+                page(Some(&v), Nav::None, "AWS console", body)
+            }
+            Ok(_) => error_page(Some(&v), &ApiError::NotFound),
+            Err(e) => error_page(Some(&v), &e),
+        };
     }
     let result = run_action(&b, &v, &id, &action, &form).await;
     match result {

@@ -19,6 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::common::{binary, cli, token, users_toml, TestApp};
+use crate::web_common::{csrf_of, page, post, signed_in};
 
 const ACCOUNT: &str = "123456789012";
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/Admin";
@@ -458,8 +459,11 @@ async fn console_url_comes_from_the_federation_endpoint() -> Result<()> {
 
     // The CLI prints the URL alone.
     let app_url = app.url.clone();
-    let out =
-        tokio::task::spawn_blocking(move || cli(&app_url, "alice", &["console", &id])).await??;
+    let out = tokio::task::spawn_blocking({
+        let id = id.clone();
+        move || cli(&app_url, "alice", &["console", &id])
+    })
+    .await??;
     ensure!(
         out.status.success(),
         "{}",
@@ -472,5 +476,57 @@ async fn console_url_comes_from_the_federation_endpoint() -> Result<()> {
             .starts_with(&format!("{federation}?Action=login&")),
         "{printed}"
     );
+
+    // The request page offers the console to its requester only; the
+    // button (a POST with the page's CSRF token) issues a session and
+    // shows the sign-in link.
+    let browser = signed_in(&app, "alice").await?;
+    let (status, html) = page(&app, &browser, &format!("/requests/{id}")).await?;
+    ensure!(status == StatusCode::OK, "{status}");
+    ensure!(html.contains("Open the AWS console"), "{html}");
+    let csrf = csrf_of(&html)?;
+    let (status, _, shown) = post(
+        &app,
+        &browser,
+        &format!("/requests/{id}/console"),
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status} {shown}");
+    let link = format!("{federation}?Action=login&amp;Issuer=");
+    ensure!(shown.contains(&link), "no sign-in link in {shown}");
+    // Without the CSRF token nothing is issued.
+    let asked = seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .asked
+        .len();
+    let (status, _, _) = post(&app, &browser, &format!("/requests/{id}/console"), &[]).await?;
+    ensure!(status == StatusCode::FORBIDDEN, "{status}");
+    let after = seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .asked
+        .len();
+    ensure!(
+        asked == after,
+        "a session was issued without the CSRF token"
+    );
+    // dave (admin) sees the request but no button, and cannot use it.
+    let admin = signed_in(&app, "dave").await?;
+    let (_, html) = page(&app, &admin, &format!("/requests/{id}")).await?;
+    ensure!(
+        !html.contains("Open the AWS console"),
+        "offered to the admin"
+    );
+    let csrf = csrf_of(&html)?;
+    let (status, _, _) = post(
+        &app,
+        &admin,
+        &format!("/requests/{id}/console"),
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    ensure!(status == StatusCode::FORBIDDEN, "{status}");
     Ok(())
 }

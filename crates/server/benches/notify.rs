@@ -6,11 +6,9 @@
 //!
 //! Needs aiosmtpd (`pip install aiosmtpd`), as the tests do.
 
-// The lifecycle benches' shared helpers; this bench uses four of them
-// (env, ms, stats, post), so the rest is dead code here by design.
-#[path = "lifecycle/mod.rs"]
-#[allow(dead_code)]
-mod lifecycle;
+// The helpers every HTTP bench shares (not the lifecycle ones).
+#[path = "lifecycle/basics.rs"]
+mod basics;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::routing::post;
+use basics::{env, ms, stats};
 use elevate::config::Config;
 use elevate_testkit::smtp::{ReceivedMail, SmtpServer};
-use lifecycle::{env, ms, stats};
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 8;
@@ -116,7 +114,7 @@ async fn main() -> Result<()> {
             for _ in 0..share {
                 let body = json!({"target": "bench", "resource": "db", "role": "writer",
                     "duration": "30m", "reason": "障害対応のため確認します"});
-                let v = lifecycle::post(&http, &url, &format!("t-r{c}"), body).await?;
+                let v = basics::post(&http, &url, &format!("t-r{c}"), body).await?;
                 let id = v["id"].as_str().context("no id")?.to_owned();
                 if let Ok(mut m) = created.lock() {
                     m.insert(id, SystemTime::now());

@@ -66,7 +66,8 @@ use sqlx::{Connection, PgConnection};
 
 mod lifecycle;
 
-use lifecycle::{client, config, env, get, summarize, Laps};
+use lifecycle::basics::env;
+use lifecycle::{client, config, get, summarize, Laps};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elevate");
 /// Linux reports process and machine CPU times in 1/100 s ticks.

@@ -52,7 +52,8 @@ use sqlx::{Connection, SqliteConnection};
 /// Write transactions elevate commits per lifecycle (see the module doc).
 mod lifecycle;
 
-use lifecycle::{client, config, env, ms, stats, summarize, Lap, Laps, APPROVERS};
+use lifecycle::basics::{env, ms, stats};
+use lifecycle::{client, config, summarize, Lap, Laps, APPROVERS};
 
 const TXNS_PER_LIFECYCLE: usize = 7;
 

@@ -8,36 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+pub mod basics;
+use basics::{ms, post, stats};
+
 /// Approvers `a0`..`a3`; client `c` approves as `a{c % APPROVERS}`.
 pub const APPROVERS: usize = 4;
-
-pub fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-pub fn stats(mut v: Vec<f64>) -> Value {
-    v.sort_by(|a, b| a.total_cmp(b));
-    json!({
-        "p50": percentile(&v, 0.5),
-        "p99": percentile(&v, 0.99),
-        "max": v.last().copied().unwrap_or(f64::NAN),
-    })
-}
-
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 /// Requesters `r0`.. and approvers `a0`..`a3` on a dry-run target, with an
 /// auditor (`t-auditor`) for the audit check; the store at `database`.
@@ -98,16 +73,6 @@ pub fn summarize(laps: &Laps, wall: Duration) -> Value {
         "revoked_to_removed_ms": stats(col(|l| l.to_revoked)),
         "polls_per_lifecycle": laps.polls as f64 / n.max(1) as f64,
     })
-}
-
-pub async fn post(http: &reqwest::Client, url: &str, token: &str, body: Value) -> Result<Value> {
-    let resp = http.post(url).bearer_auth(token).json(&body).send().await?;
-    let status = resp.status();
-    let v: Value = resp.json().await?;
-    if !status.is_success() {
-        bail!("{url}: {status} {v}");
-    }
-    Ok(v)
 }
 
 pub async fn get(http: &reqwest::Client, url: &str, token: &str) -> Result<Value> {

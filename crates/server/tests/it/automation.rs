@@ -15,7 +15,7 @@ use elevate::config::Config;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{body, dry_run_config, dry_run_config_on, Setup, TestApp};
+use crate::common::{body, dry_run_config, dry_run_config_on, Peer, Setup, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -282,7 +282,7 @@ struct ChangeSystem {
     addr: std::net::SocketAddr,
     calls: Arc<AtomicUsize>,
     paths: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
+    peer: Peer,
 }
 
 async fn change_system(token: &'static str) -> Result<ChangeSystem> {
@@ -322,15 +322,12 @@ async fn change_system(token: &'static str) -> Result<ChangeSystem> {
         ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let peer = Peer::serve(listener, app).await?;
     Ok(ChangeSystem {
-        addr,
+        addr: peer.addr,
         calls,
         paths,
-        task,
+        peer,
     })
 }
 
@@ -437,8 +434,7 @@ async fn a_ticket_must_match_the_pattern_and_be_open_in_the_change_system() -> R
 
     // The change system unreachable: refused (deny by default), with a 4xx
     // saying it could not confirm.
-    changes.task.abort();
-    let _ = changes.task.await;
+    changes.peer.stop().await;
     let (status, v) = app
         .post("alice", "/api/v1/requests", ask(Some("CHG-100")))
         .await?;
@@ -490,7 +486,7 @@ async fn a_change_system_refusing_elevate_s_token_refuses_the_request() -> Resul
         asked == vec!["/api/changes/CHG-100%2F..%2F..%2Fadmin".to_owned()],
         "{asked:?}"
     );
-    changes.task.abort();
+    changes.peer.stop().await;
     app.stop().await;
     Ok(())
 }

@@ -495,3 +495,58 @@ pub async fn env(setup: Setup) -> Result<Env> {
     let app = TestApp::start(&pg.config(&dir.path().join("elevate.db"), &setup)?).await?;
     Ok(Env { _dir: dir, pg, app })
 }
+
+/// A small HTTP peer of a test's own (a change system, a webhook
+/// receiver) that can be taken down for real. Aborting the task of
+/// `axum::serve` stops accepting but leaves kept-alive connections
+/// serving for a moment, so elevate's pooled connection could still get an
+/// answer from a peer the test believes gone. [`Peer::stop`] closes the
+/// listener and every connection and returns only once they are closed.
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Peer {
+    pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> Result<Peer> {
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Peer {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Closes the listener and every connection: a graceful shutdown
+    /// closes idle kept-alive connections at once and lets a request in
+    /// flight finish, so the peer answers nothing afterwards.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // A request still in flight gets a few seconds; a peer holding a
+        // connection longer is dropped outright, which closes its sockets.
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -18,7 +18,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::common::{body, connect_store, dry_run_config, eventually, Setup, TestApp};
+use crate::common::{body, connect_store, dry_run_config, eventually, Peer, Setup, TestApp};
 use crate::web_common::{csrf_of, page, post as post_form, signed_in};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -529,7 +529,7 @@ fn consumer_verifies(headers: &HeaderMap, body: &[u8]) -> bool {
     mac.verify_slice(&v1).is_ok()
 }
 
-async fn receiver(port: u16, state: Arc<Mutex<Received>>) -> Result<tokio::task::JoinHandle<()>> {
+async fn receiver(port: u16, state: Arc<Mutex<Received>>) -> Result<Peer> {
     let app = Router::new().route(
         "/events",
         post(move |headers: HeaderMap, body: Bytes| {
@@ -559,9 +559,7 @@ async fn receiver(port: u16, state: Arc<Mutex<Received>>) -> Result<tokio::task:
         }),
     );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    Ok(tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    }))
+    Peer::serve(listener, app).await
 }
 
 #[tokio::test]
@@ -602,8 +600,7 @@ timeout = "5s"
     .await?;
 
     // Outage 1: the receiver is gone (connection refused).
-    server.abort();
-    let _ = server.await;
+    server.stop().await;
     for id in &ids {
         let (status, v) = app
             .post(

@@ -12,13 +12,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
-use aws_sdk_sts::config::{Credentials, Region, SharedHttpClient};
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sts::types::Tag;
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use chrono::{DateTime, Utc};
 
+use crate::aws_revoked_sessions::{self as revoked, POLICY_NAME, REQUEST_TAG};
 use crate::sessions::{
     session_name, source_identity, tag_value, AwsStsConfig, Session, SessionAsk, SessionError,
     SessionIssuer,
@@ -29,53 +27,42 @@ use crate::{GrantSpec, Presence, Provider, ProviderError};
 /// HTTP client's patience.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Writes of the revocation policy that another writer (a replica, a
+/// person) overwrote before they could be read back are tried again this
+/// many times in one removal; the job queue retries after that.
+const POLICY_WRITES: usize = 3;
+
 pub struct AwsSts {
     config: AwsStsConfig,
     sts: aws_sdk_sts::Client,
+    /// With `revoke_sessions`: for the deny policy on each role.
+    iam: Option<aws_sdk_iam::Client>,
+    /// One policy change at a time in this process: each is a read, a
+    /// write and a read back of the same document.
+    policy_writes: tokio::sync::Mutex<()>,
     /// For the federation endpoint (not an AWS SDK service).
     http: reqwest::Client,
 }
 
-/// rustls with ring, as the rest of elevate: the SDK's default TLS stack
-/// would build aws-lc.
-fn https_ring() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
-
 impl AwsSts {
-    /// Builds the STS client: static keys when configured, otherwise the
-    /// default AWS credential chain.
+    /// Builds the STS client (and the IAM client with `revoke_sessions`):
+    /// static keys when configured, otherwise the default AWS credential
+    /// chain.
     pub async fn new(config: AwsStsConfig) -> Result<Self, ProviderError> {
-        let timeouts = aws_sdk_sts::config::timeout::TimeoutConfig::builder()
-            .operation_timeout(CALL_TIMEOUT)
-            .build();
-        let region = Region::new(config.region.clone());
-        let mut builder = match &config.keys {
-            Some(keys) => aws_sdk_sts::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .credentials_provider(Credentials::new(
-                    keys.access_key_id.clone(),
-                    keys.secret_access_key.clone(),
-                    None,
-                    None,
-                    "elevate-config",
-                ))
-                .http_client(https_ring()),
-            None => {
-                let sdk = aws_config::defaults(BehaviorVersion::latest())
-                    .region(region.clone())
-                    .http_client(https_ring())
-                    .load()
-                    .await;
-                aws_sdk_sts::config::Builder::from(&sdk)
-            }
-        };
-        builder = builder.region(region).timeout_config(timeouts);
+        let sdk =
+            crate::aws_common::sdk_config(&config.region, None, config.keys.as_ref(), CALL_TIMEOUT)
+                .await;
+        let mut sts = aws_sdk_sts::config::Builder::from(&sdk);
         if let Some(url) = &config.endpoint_url {
-            builder = builder.endpoint_url(url.clone());
+            sts = sts.endpoint_url(url.clone());
         }
+        let iam = config.revoke_sessions.then(|| {
+            let mut iam = aws_sdk_iam::config::Builder::from(&sdk);
+            if let Some(url) = &config.iam_endpoint_url {
+                iam = iam.endpoint_url(url.clone());
+            }
+            aws_sdk_iam::Client::from_conf(iam.build())
+        });
         let http = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -83,9 +70,103 @@ impl AwsSts {
             .map_err(|e| ProviderError::Permanent(format!("cannot build an HTTP client: {e}")))?;
         Ok(Self {
             config,
-            sts: aws_sdk_sts::Client::from_conf(builder.build()),
+            sts: aws_sdk_sts::Client::from_conf(sts.build()),
+            iam,
+            policy_writes: tokio::sync::Mutex::new(()),
             http,
         })
+    }
+
+    /// The role's revocation policy as it stands (`None`: it has none).
+    async fn read_policy(
+        iam: &aws_sdk_iam::Client,
+        role: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        match iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(POLICY_NAME)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(revoked::decode_document(out.policy_document()))),
+            Err(e) if e.code() == Some("NoSuchEntity") && !role_missing(&e) => Ok(None),
+            Err(e) => Err(ProviderError::Retryable(iam_message(role, &e))),
+        }
+    }
+
+    /// Denies the sessions of a grant ended before its window did: they
+    /// could otherwise live on until their own expiry.
+    async fn revoke_sessions(&self, grant: &GrantSpec) -> Result<(), ProviderError> {
+        let Some(iam) = &self.iam else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        if grant.window_ends_at.is_some_and(|end| end <= now) {
+            // Every session was bounded by the window: all have expired.
+            return Ok(());
+        }
+        let Some(arn) = self.role_arn(&grant.role) else {
+            tracing::warn!(request = %grant.request_id, role = %grant.role,
+                "the role has no IAM role ARN any more: its sessions cannot be revoked and end at their expiry");
+            return Ok(());
+        };
+        let Some(role) = revoked::role_name(arn) else {
+            return Err(ProviderError::Permanent(format!(
+                "\"{arn}\" is not an IAM role ARN"
+            )));
+        };
+        let _one_at_a_time = self.policy_writes.lock().await;
+        for _ in 0..POLICY_WRITES {
+            let current = Self::read_policy(iam, role).await?;
+            let doc = match revoked::with_revoked(current.as_deref(), &grant.request_id, now) {
+                Ok(Some(doc)) => doc,
+                Ok(None) => return Ok(()),
+                Err(why) => {
+                    return Err(ProviderError::Retryable(format!(
+                        "the inline policy {POLICY_NAME} of role {role} cannot be used ({why}); fix or delete it"
+                    )))
+                }
+            };
+            iam.put_role_policy()
+                .role_name(role)
+                .policy_name(POLICY_NAME)
+                .policy_document(doc)
+                .send()
+                .await
+                .map_err(|e| ProviderError::Retryable(iam_message(role, &e)))?;
+            // IAM has no conditional write: read back, so a write by a
+            // replica at the same moment cannot silently drop this one.
+            let after = Self::read_policy(iam, role).await?;
+            if after.is_some_and(|doc| revoked::denies(&doc, &grant.request_id)) {
+                tracing::info!(request = %grant.request_id, role, "sessions of the ended grant denied");
+                return Ok(());
+            }
+        }
+        Err(ProviderError::Retryable(format!(
+            "the inline policy {POLICY_NAME} of role {role} kept changing under elevate's writes"
+        )))
+    }
+}
+
+/// `NoSuchEntity` names either the policy (fine: none yet) or the role.
+fn role_missing<E, R>(e: &aws_sdk_iam::error::SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    e.message()
+        .is_some_and(|m| m.to_ascii_lowercase().contains("role") && !m.contains(POLICY_NAME))
+}
+
+fn iam_message<E, R>(role: &str, e: &aws_sdk_iam::error::SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("AWS IAM refused (role {role}): {code}: {message}"),
+        (Some(code), None) => format!("AWS IAM refused (role {role}): {code}"),
+        _ => format!("AWS IAM unreachable: {}", DisplayErrorContext(e)),
     }
 }
 
@@ -141,7 +222,7 @@ impl SessionIssuer for AwsSts {
             .role_session_name(&name)
             .source_identity(&identity)
             .duration_seconds(i32::try_from(ask.duration_secs).unwrap_or(i32::MAX))
-            .tags(tag("elevate-request", &ask.request_id)?);
+            .tags(tag(REQUEST_TAG, &ask.request_id)?);
         if let Some(ticket) = &ask.ticket {
             call = call.tags(tag("elevate-ticket", ticket)?);
         }
@@ -235,10 +316,11 @@ impl Provider for AwsSts {
         Ok(())
     }
 
-    /// Nothing to take away: sessions already issued end at their own
-    /// expiry, which never passes the grant's window.
-    async fn remove(&self, _grant: &GrantSpec) -> Result<(), ProviderError> {
-        Ok(())
+    /// Nothing was provisioned. Sessions already issued end at their own
+    /// expiry, which never passes the grant's window; a grant ended early
+    /// (revoked) has them denied when `revoke_sessions` is on.
+    async fn remove(&self, grant: &GrantSpec) -> Result<(), ProviderError> {
+        self.revoke_sessions(grant).await
     }
 
     /// Nothing is put on AWS, so there is nothing that could drift.
@@ -246,12 +328,26 @@ impl Provider for AwsSts {
         Ok(Presence::Present)
     }
 
-    /// Calls `GetCallerIdentity` with elevate's own credentials.
+    /// Calls `GetCallerIdentity` with elevate's own credentials; with
+    /// `revoke_sessions`, reads each role's revocation policy, which tells
+    /// a missing role or a missing permission before a revocation needs it.
     async fn validate(&self) -> Result<Vec<String>, ProviderError> {
-        match self.sts.get_caller_identity().send().await {
-            Ok(_) => Ok(Vec::new()),
-            Err(e) => Ok(vec![aws_message(&e)]),
+        let mut problems = Vec::new();
+        if let Err(e) = self.sts.get_caller_identity().send().await {
+            problems.push(aws_message(&e));
         }
+        if let Some(iam) = &self.iam {
+            for (role, arn) in &self.config.role_arns {
+                let Some(name) = revoked::role_name(arn) else {
+                    problems.push(format!("role {role}: \"{arn}\" is not an IAM role ARN"));
+                    continue;
+                };
+                if let Err(e) = Self::read_policy(iam, name).await {
+                    problems.push(format!("role {role}: {e} (revoke_sessions needs iam:GetRolePolicy and iam:PutRolePolicy on it)"));
+                }
+            }
+        }
+        Ok(problems)
     }
 
     fn sessions(&self) -> Option<&dyn SessionIssuer> {

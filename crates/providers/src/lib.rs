@@ -16,10 +16,15 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "aws")]
+mod aws_common;
+#[cfg(feature = "aws")]
 pub mod aws_identity_center;
+#[cfg(feature = "aws")]
+pub mod aws_revoked_sessions;
 #[cfg(feature = "aws")]
 pub mod aws_sts;
 pub mod dry_run;
@@ -44,6 +49,10 @@ pub struct GrantSpec {
     /// their current mapping, so changing the mapping while a grant runs
     /// cannot make its removal miss the account that holds it.
     pub account: Option<String>,
+    /// When the grant's window ends (or ended): a removal before then is
+    /// an early end (a revocation), after which anything the target
+    /// issued for the window may still be alive.
+    pub window_ends_at: Option<DateTime<Utc>>,
 }
 
 /// Whether a grant is present on the target right now (reconciliation).

@@ -575,6 +575,7 @@ mod tests {
             user: "alice".to_owned(),
             email: None,
             account: None,
+            window_ends_at: None,
         }
     }
 

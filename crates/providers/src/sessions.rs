@@ -59,6 +59,11 @@ pub struct AwsStsConfig {
     pub keys: Option<StaticKeys>,
     /// The IAM role each elevate role of the target assumes.
     pub role_arns: BTreeMap<String, String>,
+    /// Whether a grant ended early denies its sessions through an inline
+    /// policy on the role (see `aws_revoked_sessions`).
+    pub revoke_sessions: bool,
+    /// An IAM endpoint other than AWS's (tests point it at moto).
+    pub iam_endpoint_url: Option<String>,
 }
 
 /// What a session is asked for.

@@ -173,6 +173,7 @@ fn spec(resource: &str, role: &str, user: &str, email: Option<&str>) -> GrantSpe
         user: user.to_owned(),
         email: email.map(str::to_owned),
         account: None,
+        window_ends_at: None,
     }
 }
 

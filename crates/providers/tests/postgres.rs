@@ -69,6 +69,7 @@ fn grant(role: &str, user: &str) -> GrantSpec {
         user: user.to_owned(),
         email: None,
         account: None,
+        window_ends_at: None,
     }
 }
 

@@ -187,6 +187,7 @@ async fn run() -> Result<serde_json::Value> {
             user: format!("u{u}"),
             email: None,
             account: None,
+            window_ends_at: None,
         };
         tx.put_request(&active.request, &provider.grant_key(&spec), now)
             .await?;

@@ -145,6 +145,7 @@ async fn run() -> Result<serde_json::Value> {
                 user: principal.name.to_string(),
                 email: None,
                 account: None,
+                window_ends_at: None,
             };
             let key = provider.grant_key(&spec);
             tx.put_request(&active.request, &key, created).await?;

@@ -181,6 +181,11 @@ struct AwsStsSection {
     secret_access_key_env: Option<String>,
     #[serde(default)]
     role_arns: BTreeMap<String, String>,
+    /// A grant ended early denies its sessions on the role (an inline
+    /// policy); needs iam:GetRolePolicy and iam:PutRolePolicy.
+    #[serde(default)]
+    revoke_sessions: bool,
+    iam_endpoint_url: Option<String>,
 }
 
 /// `[targets.identity_center]`: how an `aws-identity-center` target
@@ -2197,6 +2202,7 @@ impl Checker {
             ("endpoint_url", &aws.endpoint_url),
             ("federation_url", &aws.federation_url),
             ("console_destination", &aws.console_destination),
+            ("iam_endpoint_url", &aws.iam_endpoint_url),
         ] {
             if let Some(u) = url {
                 if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -2284,6 +2290,8 @@ impl Checker {
             max_session_secs,
             keys,
             role_arns: aws.role_arns.clone(),
+            revoke_sessions: aws.revoke_sessions,
+            iam_endpoint_url: aws.iam_endpoint_url.clone(),
         })
     }
 
@@ -2550,7 +2558,7 @@ mod tests {
     #[test]
     fn aws_sts_targets_need_an_iam_role_for_every_role_and_bounded_sessions() {
         let text = format!(
-            "{AWS_TARGET}max_session = \"13h\"\naccess_key_id = \"AKIA\"\n[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nother = \"arn:aws:iam::111122223333:role/X\"\n"
+            "{AWS_TARGET}max_session = \"13h\"\naccess_key_id = \"AKIA\"\niam_endpoint_url = \"moto\"\n[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nother = \"arn:aws:iam::111122223333:role/X\"\n"
         );
         let e = errors(&text).join("\n");
         if cfg!(feature = "aws") {
@@ -2564,6 +2572,10 @@ mod tests {
             );
             assert!(e.contains("between 15m and 12h"), "{e}");
             assert!(e.contains("together with a secret_access_key"), "{e}");
+            assert!(
+                e.contains("iam_endpoint_url: \"moto\" is not an http(s) URL"),
+                "{e}"
+            );
         } else {
             assert!(e.contains("lacks AWS support"), "{e}");
         }
@@ -2572,11 +2584,23 @@ mod tests {
     #[test]
     fn a_complete_aws_sts_target_loads() {
         let text = format!(
-            "{AWS_TARGET}[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nreadonly = \"arn:aws:iam::111122223333:role/ReadOnly\"\n"
+            "{AWS_TARGET}revoke_sessions = true\niam_endpoint_url = \"http://127.0.0.1:5000\"\n[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nreadonly = \"arn:aws:iam::111122223333:role/ReadOnly\"\n"
         );
         let e = errors(&text);
         if cfg!(feature = "aws") {
             assert!(e.is_empty(), "{e:?}");
+            let config = Config::parse(&text, None).map_err(|p| format!("{p:?}"));
+            let sts = config.ok().and_then(|c| {
+                c.connections.into_values().find_map(|t| match t {
+                    TargetConnection::AwsSts(s) => Some(s),
+                    _ => None,
+                })
+            });
+            assert!(
+                sts.as_ref().is_some_and(|s| s.revoke_sessions
+                    && s.iam_endpoint_url.as_deref() == Some("http://127.0.0.1:5000")),
+                "{sts:?}"
+            );
         } else {
             assert!(e.join("\n").contains("lacks AWS support"), "{e:?}");
         }

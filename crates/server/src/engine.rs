@@ -162,6 +162,7 @@ impl Broker {
             user: r.requester.to_string(),
             email,
             account: None,
+            window_ends_at: r.state.window().map(|w| w.ends_at),
         })
     }
 

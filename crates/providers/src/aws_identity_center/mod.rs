@@ -42,10 +42,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ssoadmin::config::{Credentials, SharedCredentialsProvider, SharedHttpClient};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_config::SdkConfig;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use tokio::sync::{OnceCell, OwnedMutexGuard};
 use tokio::time::Instant;
@@ -213,52 +210,15 @@ enum Outcome {
     Failed(String),
 }
 
-/// rustls with ring, as the rest of elevate: the SDK's default TLS stack
-/// would build aws-lc.
-fn https_ring() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
-
-/// What every client shares: region, credentials (static keys when
-/// configured, otherwise the default AWS chain), endpoint, time-outs.
+/// What every client shares: region, credentials, endpoint, time-outs.
 async fn sdk_config(config: &IdentityCenterConfig) -> SdkConfig {
-    let timeouts = TimeoutConfig::builder()
-        .operation_timeout(CALL_TIMEOUT)
-        .build();
-    let region = Region::new(config.region.clone());
-    match &config.keys {
-        Some(keys) => {
-            let mut builder = SdkConfig::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(region)
-                .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                    keys.access_key_id.clone(),
-                    keys.secret_access_key.clone(),
-                    None,
-                    None,
-                    "elevate-config",
-                )))
-                .http_client(https_ring())
-                .timeout_config(timeouts)
-                .retry_config(RetryConfig::standard());
-            if let Some(url) = &config.endpoint_url {
-                builder = builder.endpoint_url(url.clone());
-            }
-            builder.build()
-        }
-        None => {
-            let mut loader = aws_config::defaults(BehaviorVersion::latest())
-                .region(region)
-                .http_client(https_ring())
-                .timeout_config(timeouts);
-            if let Some(url) = &config.endpoint_url {
-                loader = loader.endpoint_url(url.clone());
-            }
-            loader.load().await
-        }
-    }
+    crate::aws_common::sdk_config(
+        &config.region,
+        config.endpoint_url.as_deref(),
+        config.keys.as_ref(),
+        CALL_TIMEOUT,
+    )
+    .await
 }
 
 fn sso_admin_client(sdk: &SdkConfig, retries: RetryConfig) -> aws_sdk_ssoadmin::Client {
@@ -1075,6 +1035,7 @@ mod tests {
             user: "alice".to_owned(),
             email: Some("alice@example.com".to_owned()),
             account: account.map(str::to_owned),
+            window_ends_at: None,
         }
     }
 

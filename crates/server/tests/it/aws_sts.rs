@@ -530,3 +530,104 @@ async fn console_url_comes_from_the_federation_endpoint() -> Result<()> {
     ensure!(status == StatusCode::FORBIDDEN, "{status}");
     Ok(())
 }
+
+/// IAM on moto, for the test's own look at the role's policies.
+fn moto_iam(moto: &MotoServer) -> aws_sdk_iam::Client {
+    use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_sdk_iam::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .endpoint_url(moto.url())
+        .http_client(http)
+        .build();
+    aws_sdk_iam::Client::from_conf(conf)
+}
+
+/// The revocation policy on the Admin role (`None`: there is none).
+async fn revocation_policy(iam: &aws_sdk_iam::Client) -> Result<Option<String>> {
+    use elevate_providers::aws_revoked_sessions::{decode_document, POLICY_NAME};
+    match iam
+        .get_role_policy()
+        .role_name("Admin")
+        .policy_name(POLICY_NAME)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(decode_document(out.policy_document()))),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_grant_denies_the_sessions_it_issued_and_a_grant_that_runs_out_adds_nothing(
+) -> Result<()> {
+    use elevate_providers::aws_revoked_sessions::denies;
+    let moto = tokio::task::spawn_blocking(MotoServer::start).await??;
+    let iam = moto_iam(&moto);
+    iam.create_role()
+        .role_name("Admin")
+        .assume_role_policy_document(
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")},
+                "Action": ["sts:AssumeRole", "sts:SetSourceIdentity", "sts:TagSession"]}]})
+            .to_string(),
+        )
+        .send()
+        .await?;
+    let dir = tempfile::TempDir::new()?;
+    let text = config(dir.path(), &moto.url(), "http://127.0.0.1:9/federation")?;
+    let on = format!(
+        "max_session = \"1h\"\nrevoke_sessions = true\niam_endpoint_url = \"{}\"\n",
+        moto.url()
+    );
+    let text = text.replace("max_session = \"1h\"\n", &on);
+    ensure!(text.contains("revoke_sessions"), "{text}");
+    let app = TestApp::start(&text).await?;
+
+    let id = active_grant(&app, "alice", "aws", "30m").await?;
+    let (status, c) = credentials(&app, "alice", &id, json!({})).await?;
+    ensure!(status == StatusCode::OK, "{status} {c}");
+    ensure!(
+        revocation_policy(&iam).await?.is_none(),
+        "a deny while the grant runs"
+    );
+    let (status, v) = app
+        .post(
+            "alice",
+            &format!("/api/v1/requests/{id}/revoke"),
+            json!({"comment": "done early"}),
+        )
+        .await?;
+    ensure!(status == StatusCode::OK, "{status} {v}");
+    crate::common::eventually("the revoked grant's sessions are denied", WAIT, || async {
+        Ok(revocation_policy(&iam)
+            .await?
+            .is_some_and(|doc| denies(&doc, &id)))
+    })
+    .await?;
+    // The removal is recorded as done, not failing.
+    let shown = app.show(&id).await?;
+    ensure!(shown["removal_failures"] == 0, "{shown}");
+
+    // A grant that runs out: its sessions expired with its window.
+    let short = active_grant(&app, "alice", "aws", "3s").await?;
+    app.wait_state(&short, "ended", WAIT).await?;
+    let doc = revocation_policy(&iam)
+        .await?
+        .context("the policy is gone")?;
+    ensure!(denies(&doc, &id) && !denies(&doc, &short), "{doc}");
+    app.stop().await;
+    Ok(())
+}

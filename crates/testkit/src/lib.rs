@@ -42,9 +42,56 @@ pub use database::{database_url, on_postgres, DATABASE_ENV};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago. Another process may
 /// take it before the caller binds it; callers that can, retry.
+///
+/// Chosen below the kernel's ephemeral range (`ip_local_port_range`), so
+/// that no `bind(0)` and no outgoing connection of any test can be given
+/// it: a peer stopped and started again on its port (a target outage, a
+/// restart) finds it still free. Only ports that take a bind are returned;
+/// when the range below is too small, the kernel picks.
 pub fn free_port() -> anyhow::Result<u16> {
+    let (low, _) = ephemeral_range();
+    // Up to 12,000 ports below the ephemeral range, above 10,000.
+    let floor = low.saturating_sub(12_000).max(10_000);
+    if low > floor + 1_000 {
+        for _ in 0..64 {
+            let port = floor + u16::try_from(random() % u64::from(low - floor)).unwrap_or(0);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// The kernel's range for ports it assigns; Linux's default when unread.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(str::parse::<u16>);
+            match (parts.next(), parts.next()) {
+                (Some(Ok(low)), Some(Ok(high))) => Some((low, high)),
+                _ => None,
+            }
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+/// A number that differs between calls and between processes (tests in
+/// parallel pick different ports); not for anything secret.
+fn random() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
 }
 
 /// How many ports [`PgCluster::start`] tries before giving up; only a port

@@ -344,7 +344,7 @@ async fn a_ticket_must_match_the_pattern_and_be_open_in_the_change_system() -> R
         "break_glass = true\nticket_pattern = \"CHG-[0-9]+\"\nticket_system = \"changes\"\n",
     )?;
     let text = format!(
-        "{text}\n[[ticket_systems]]\nname = \"changes\"\nurl = \"http://{}/api/changes/{{ticket}}\"\ntoken_file = \"{}\"\ntimeout = \"2s\"\nstatus_field = \"state\"\nopen_values = [\"new\", \"implementing\"]\n",
+        "{text}\n[[ticket_systems]]\nname = \"changes\"\nurl = \"http://{}/api/changes/{{ticket}}\"\ntoken_file = \"{}\"\ntimeout = \"10s\"\nstatus_field = \"state\"\nopen_values = [\"new\", \"implementing\"]\n",
         changes.addr,
         token_file.display()
     );
@@ -454,6 +454,10 @@ async fn a_ticket_must_match_the_pattern_and_be_open_in_the_change_system() -> R
 async fn a_change_system_refusing_elevate_s_token_refuses_the_request() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let changes = change_system("the-real-token").await?;
+    // A file, not token_env: setting a variable while other tests' threads
+    // read the environment is a data race in the C library.
+    let token_file = dir.path().join("change-token");
+    std::fs::write(&token_file, "a-wrong-token\n")?;
     let text = dry_run_config(&dir.path().join("elevate.db"), &Setup::default())?;
     let text = edit(
         &text,
@@ -461,10 +465,10 @@ async fn a_change_system_refusing_elevate_s_token_refuses_the_request() -> Resul
         "break_glass = true\nticket_system = \"changes\"\n",
     )?;
     let text = format!(
-        "{text}\n[[ticket_systems]]\nname = \"changes\"\nurl = \"http://{}/api/changes/{{ticket}}\"\ntoken_env = \"ELEVATE_TEST_WRONG_CHANGE_TOKEN\"\nstatus_field = \"state\"\nopen_values = [\"implementing\"]\n",
+        "{text}\n[[ticket_systems]]\nname = \"changes\"\nurl = \"http://{}/api/changes/{{ticket}}\"\ntoken_file = \"{}\"\nstatus_field = \"state\"\nopen_values = [\"implementing\"]\n",
         changes.addr,
+        token_file.display(),
     );
-    std::env::set_var("ELEVATE_TEST_WRONG_CHANGE_TOKEN", "a-wrong-token");
     let app = TestApp::start(&text).await?;
     let mut ask = body("demo", "orders", "orders_writer", "30m");
     // Any form is accepted without a pattern; the ticket is one path

@@ -434,7 +434,8 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `elevate serve --config FILE` and waits until it answers.
     pub async fn start(config_file: &Path, port: u16) -> Result<ServerProcess> {
-        let log = std::fs::File::create(config_file.with_extension(format!("{port}.log")))?;
+        let log_path = config_file.with_extension(format!("{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
         let child = std::process::Command::new(binary())
             .args(["serve", "--config"])
             .arg(config_file)
@@ -442,29 +443,34 @@ impl ServerProcess {
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()?;
-        let server = ServerProcess {
+        let mut server = ServerProcess {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
         let http = reqwest::Client::new();
         let url = format!("{}/healthz", server.url);
-        eventually(
-            "the server to answer /healthz",
-            Duration::from_secs(20),
-            || {
-                let http = http.clone();
-                let url = url.clone();
-                async move {
-                    Ok(http
-                        .get(&url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success()))
-                }
-            },
-        )
-        .await?;
-        Ok(server)
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            // A server that could not start (its port taken, say) says so
+            // at once, and another process on that port is never mistaken
+            // for it.
+            if let Some(status) = server.child.try_wait()? {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("elevate exited ({status}) before answering on port {port}: {log}");
+            }
+            if http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(server);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("elevate did not answer /healthz on port {port} within 20s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -165,7 +165,7 @@ async fn make_history(app: &TestApp) -> Result<History> {
     app.wait_state(&revoked, "revoked", WAIT).await?;
 
     let ended = app
-        .request("alice", body("demo", "orders", "orders_reader", "1s"))
+        .request("alice", body("demo", "orders", "orders_reader", "4s"))
         .await?;
     app.approve("bob", &ended).await?;
     app.wait_state(&ended, "ended", WAIT).await?;

@@ -94,8 +94,9 @@ async fn access_is_granted_only_if_the_requester_is_still_eligible_when_it_start
         .request("alice", body("demo", "orders", "orders_writer", "10m"))
         .await?;
     let mut b = body("demo", "billing", "orders_writer", "10m");
+    // Far enough ahead that the approvals and the restart come before it.
     b["start"] =
-        serde_json::json!((chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339());
+        serde_json::json!((chrono::Utc::now() + chrono::Duration::seconds(10)).to_rfc3339());
     let scheduled = app.request("alice", b).await?;
     app.approve("bob", &scheduled).await?;
     app.approve("carol", &scheduled).await?;
@@ -119,7 +120,7 @@ async fn access_is_granted_only_if_the_requester_is_still_eligible_when_it_start
         "{v}"
     );
     let v = app
-        .wait_state(&scheduled, "cancelled", Duration::from_secs(20))
+        .wait_state(&scheduled, "cancelled", Duration::from_secs(30))
         .await?;
     assert!(
         v["events"]

@@ -28,8 +28,10 @@ async fn can_write_as_writer(conn: &mut sqlx::PgConnection) -> Result<()> {
 async fn approved_grant_is_usable_then_revoked_at_the_deadline_ending_open_sessions() -> Result<()>
 {
     let Env { pg, app, _dir } = env(Setup::default()).await?;
+    // Long enough for alice to sign in and use the role on a loaded
+    // machine before the deadline.
     let id = app
-        .request("alice", body("pg", "orders", "orders_writer", "4s"))
+        .request("alice", body("pg", "orders", "orders_writer", "12s"))
         .await?;
     assert_eq!(app.show(&id).await?["state"], "pending");
     ensure!(
@@ -104,11 +106,13 @@ async fn overlapping_grants_keep_the_role_until_the_last_one_ends() -> Result<()
     let Env { pg, app, _dir } = env(Setup::default()).await?;
     // Same user and role on two resources of the same server: in
     // PostgreSQL that is one membership, so they overlap.
+    // The short one must still be running when the long one is approved,
+    // and the long one when the short one ends.
     let short = app
-        .request("alice", body("pg", "orders", "orders_writer", "2s"))
+        .request("alice", body("pg", "orders", "orders_writer", "8s"))
         .await?;
     let long = app
-        .request("alice", body("pg", "orders", "orders_writer", "8s"))
+        .request("alice", body("pg", "orders", "orders_writer", "16s"))
         .await?;
     app.approve("bob", &short).await?;
     app.approve("bob", &long).await?;
@@ -285,7 +289,8 @@ async fn pending_request_expires_after_its_timeout() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_start_grants_at_the_start_time_and_not_before() -> Result<()> {
     let Env { pg, app, _dir } = env(Setup::default()).await?;
-    let start = chrono::Utc::now() + chrono::Duration::seconds(4);
+    // Far enough ahead for the request and approval to be done before it.
+    let start = chrono::Utc::now() + chrono::Duration::seconds(10);
     let mut b = body("pg", "orders", "orders_writer", "10m");
     b["start"] = json!(start.to_rfc3339());
     let id = app.request("alice", b).await?;
@@ -310,8 +315,9 @@ async fn scheduled_start_grants_at_the_start_time_and_not_before() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extension_lengthens_an_active_grant_without_interruption() -> Result<()> {
     let Env { pg, app, _dir } = env(Setup::default()).await?;
+    // Long enough to be extended before it ends on a loaded machine.
     let id = app
-        .request("alice", body("pg", "orders", "orders_writer", "4s"))
+        .request("alice", body("pg", "orders", "orders_writer", "12s"))
         .await?;
     app.approve("bob", &id).await?;
     let before = app.wait_state(&id, "active", WAIT).await?;
@@ -350,7 +356,11 @@ async fn extension_lengthens_an_active_grant_without_interruption() -> Result<()
     assert_eq!(new_end - old_end, chrono::Duration::hours(1));
 
     // Past the original end, the same session still works: no interruption.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let past_end = (old_end.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default()
+        + Duration::from_secs(1);
+    tokio::time::sleep(past_end).await;
     sqlx::query("INSERT INTO orders VALUES (3)")
         .execute(&mut session)
         .await?;

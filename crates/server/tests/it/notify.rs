@@ -164,8 +164,11 @@ async fn creating_and_approving_mail_approvers_and_requester_through_a_real_smtp
     // bob approves: the outcome goes to the requester and the *other*
     // approver, not to bob, who acted.
     app.approve("bob", &id).await?;
-    let mails = smtp.wait_for_messages(5, WAIT).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The grant goes active at once, so the approval's two mails and the
+    // requester's "now holds" are sent together, in any order: wait for
+    // all three.
+    app.wait_state(&id, "active", WAIT).await?;
+    let mails = smtp.wait_for_messages(6, WAIT).await?;
     let approved = by_recipient(&mails, "was approved by bob")?;
     let to: Vec<&str> = approved.keys().map(String::as_str).collect();
     assert_eq!(to, ["alice@example.com", "carol@example.com"]);
@@ -179,8 +182,6 @@ async fn creating_and_approving_mail_approvers_and_requester_through_a_real_smtp
         assert!(!m.text.contains("/links/"), "no decision is asked any more");
     }
     // And once active, the requester hears that too (default route).
-    app.wait_state(&id, "active", WAIT).await?;
-    let mails = smtp.wait_for_messages(6, WAIT).await?;
     let active = by_recipient(&mails, "alice now holds orders_writer")?;
     assert_eq!(active.keys().collect::<Vec<_>>(), ["alice@example.com"]);
     // Nothing else, and nothing twice: 3 + 2 + 1.

@@ -458,9 +458,9 @@ async fn check_config_probes_the_identity_provider_unless_offline() -> Result<()
         "{out}"
     );
     assert_eq!(out.stderr.trim().lines().count(), 1, "{out}");
-    // A refused connection is reported at once, not after the 10 s
-    // provider timeout.
-    assert!(started.elapsed() < Duration::from_secs(8), "{out}");
+    // A refused connection is reported at once: anything that waited for
+    // the provider's 10 s timeout would take at least that long.
+    assert!(started.elapsed() < Duration::from_secs(10), "{out}");
 
     let out = check_config(&good, &["--offline"]).await?;
     assert!(out.status.success(), "{out}");
@@ -489,9 +489,9 @@ async fn elevate_starts_with_the_provider_down_and_signs_in_once_it_is_back() ->
     let started = Instant::now();
     let app = TestApp::start_on(&text, listener).await?;
     // The refused connection is noticed at once; no provider timeout (10 s)
-    // is waited out.
+    // is waited out (that alone would take 10 s).
     assert!(
-        started.elapsed() < Duration::from_secs(8),
+        started.elapsed() < Duration::from_secs(10),
         "start took {:?}",
         started.elapsed()
     );
@@ -565,8 +565,8 @@ async fn a_provider_that_never_answers_does_not_hold_up_the_start() -> Result<()
     let app = TestApp::start(&text).await?;
     let took = started.elapsed();
     // Waiting out even one provider timeout would take 10 s; the start
-    // waits a few seconds at most and leaves the rest to the background.
-    assert!(took < Duration::from_secs(8), "start took {took:?}");
+    // waits 3 s at most and leaves the rest to the background.
+    assert!(took < Duration::from_secs(10), "start took {took:?}");
     let health = reqwest::get(format!("{}/healthz", app.url)).await?;
     assert_eq!(health.status(), StatusCode::OK);
     drop(hung);

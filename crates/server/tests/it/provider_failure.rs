@@ -167,7 +167,9 @@ async fn a_grant_the_target_refuses_for_good_fails_with_the_targets_reason() -> 
 async fn grants_that_end_during_an_outage_are_removed_once_the_target_returns() -> Result<()> {
     let Env { pg, app, _dir } = env(Setup::default()).await?;
     let mut ids = Vec::new();
-    for (role, duration) in [("orders_writer", "3s"), ("orders_reader", "4s")] {
+    // Long enough that both are still running when the target goes down,
+    // however slow the machine is at setting them up (checked below).
+    for (role, duration) in [("orders_writer", "15s"), ("orders_reader", "16s")] {
         let id = app
             .request("alice", body("pg", "orders", role, duration))
             .await?;
@@ -179,22 +181,34 @@ async fn grants_that_end_during_an_outage_are_removed_once_the_target_returns() 
     }
 
     pg.cluster.stop()?;
+    for id in &ids {
+        let v = app.show(id).await?;
+        let ends_at = chrono::DateTime::parse_from_rfc3339(v["ends_at"].as_str().unwrap_or(""))?;
+        ensure!(
+            ends_at > chrono::Utc::now(),
+            "the grant ended before the target went down: {v}"
+        );
+    }
     // Both windows end while the target is down: the removals fail and are
     // retried, and neither grant may be reported ended meanwhile.
-    eventually("both removals failing", WAIT, || async {
-        let mut failing = 0;
-        for id in &ids {
-            let v = app.show(id).await?;
-            ensure!(
-                v["state"] != "ended",
-                "reported ended while the target was down: {v}"
-            );
-            if v["state"] == "ending" && retries(&v, "remove") >= 1 {
-                failing += 1;
+    eventually(
+        "both removals failing",
+        WAIT + Duration::from_secs(16),
+        || async {
+            let mut failing = 0;
+            for id in &ids {
+                let v = app.show(id).await?;
+                ensure!(
+                    v["state"] != "ended",
+                    "reported ended while the target was down: {v}"
+                );
+                if v["state"] == "ending" && retries(&v, "remove") >= 1 {
+                    failing += 1;
+                }
             }
-        }
-        Ok(failing == ids.len())
-    })
+            Ok(failing == ids.len())
+        },
+    )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for id in &ids {

@@ -1,150 +1,96 @@
-//! The inline role policy that cuts off the sessions of grants ended
+//! The inline role policies that cut off the sessions of grants ended
 //! early (`revoke_sessions = true` on an `aws-sts` target).
 //!
 //! STS credentials cannot be recalled; a deny in the role's own policy
 //! stops them working. AWS's "revoke active sessions" denies every session
 //! of the role issued before a moment, other people's included. elevate
 //! tags each session it issues with `elevate-request` (the grant's request
-//! id), so the deny names exactly the grants that were revoked:
+//! id), so a deny can name exactly the grant that was revoked:
 //!
 //! ```json
-//! {"Sid": "ElevateRevoked2026120214", "Effect": "Deny", "Action": "*", "Resource": "*",
-//!  "Condition": {"StringEquals": {"aws:PrincipalTag/elevate-request": ["r-…", "r-…"]}}}
+//! {"Sid": "ElevateRevoked", "Effect": "Deny", "Action": "*", "Resource": "*",
+//!  "Condition": {"StringEquals": {"aws:PrincipalTag/elevate-request": "r-…"}}}
 //! ```
 //!
-//! One statement per hour of revocations (the `Sid` carries the hour), so
-//! the policy stays small; a statement is dropped once every session it
-//! could match has expired (AWS caps a role session at 12 hours).
-//! Statements of other `Sid`s in the policy are kept as they are.
+//! Each revoked grant gets an inline policy of its own, named
+//! `elevate-revoked-<until>-<request id>`. IAM has no conditional write,
+//! so one shared document edited by several replicas (or read back from
+//! an eventually consistent IAM) could lose a revocation; a policy per
+//! grant is written whole, once, and writing it again changes nothing.
+//! `<until>` is when every session of the grant has expired (the grant's
+//! window end plus [`GRACE`]): policies past it are deleted when the next
+//! revocation on the role is written, so a role carries only the denies
+//! still needed.
 
-use chrono::{DateTime, Duration, Utc};
-use serde_json::{json, Map, Value};
+use chrono::{DateTime, Duration, NaiveDateTime, Timelike, Utc};
+use serde_json::json;
 
-/// The name of elevate's inline policy on each role.
-pub const POLICY_NAME: &str = "elevate-revoked-sessions";
+/// The start of the name of every policy elevate writes for this.
+pub const POLICY_PREFIX: &str = "elevate-revoked-";
 /// The session tag naming the grant (set on every `AssumeRole`).
 pub const REQUEST_TAG: &str = "elevate-request";
-const SID_PREFIX: &str = "ElevateRevoked";
-/// A role session lasts at most 12 hours (AWS's cap on a role's maximum
-/// session duration); one more hour covers the statement's own hour.
-const KEEP: Duration = Duration::hours(13);
+/// Sessions are bounded by the grant's window on elevate's clock; AWS's
+/// clock and the call's latency may put an expiry a little later. A deny
+/// is kept this long past the window.
+pub const GRACE: Duration = Duration::minutes(15);
+const UNTIL_FORMAT: &str = "%Y%m%dT%H%MZ";
 
-fn condition_key() -> String {
-    format!("aws:PrincipalTag/{REQUEST_TAG}")
+/// When the deny for a grant whose window ends at `window_end` may go:
+/// every session it could match has expired by then (to the minute,
+/// rounded up).
+pub fn until(window_end: DateTime<Utc>) -> DateTime<Utc> {
+    let t = window_end + GRACE + Duration::minutes(1);
+    t.with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(t)
 }
 
-/// The hour a statement of ours stands for, from its `Sid`.
-fn hour_of(sid: &str) -> Option<DateTime<Utc>> {
-    let digits = sid.strip_prefix(SID_PREFIX)?;
-    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let naive =
-        chrono::NaiveDateTime::parse_from_str(&format!("{digits}0000"), "%Y%m%d%H%M%S").ok()?;
-    Some(naive.and_utc())
-}
-
-fn sid_for(now: DateTime<Utc>) -> String {
-    format!("{SID_PREFIX}{}", now.format("%Y%m%d%H"))
-}
-
-/// The request ids a statement of ours denies.
-fn ids_of(statement: &Value) -> Vec<&str> {
-    match &statement["Condition"]["StringEquals"][condition_key()] {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The statements of a policy document; `Statement` may be one object or
-/// a list.
-fn statements(doc: &Value) -> Result<Vec<Value>, String> {
-    match &doc["Statement"] {
-        Value::Array(items) => Ok(items.clone()),
-        Value::Object(_) => Ok(vec![doc["Statement"].clone()]),
-        Value::Null => Ok(Vec::new()),
-        _ => Err("its Statement is neither a statement nor a list".into()),
-    }
-}
-
-fn parse(doc: &str) -> Result<Value, String> {
-    let v: Value = serde_json::from_str(doc).map_err(|e| format!("it is not JSON: {e}"))?;
-    if !v.is_object() {
-        return Err("it is not a JSON object".into());
-    }
-    Ok(v)
-}
-
-/// Whether the policy denies the sessions of `request_id`.
-pub fn denies(doc: &str, request_id: &str) -> bool {
-    let Ok(v) = parse(doc) else {
-        return false;
-    };
-    statements(&v).is_ok_and(|all| {
-        all.iter().any(|s| {
-            s["Effect"] == "Deny"
-                && s["Sid"].as_str().and_then(hour_of).is_some()
-                && ids_of(s).contains(&request_id)
-        })
-    })
-}
-
-/// The policy with `request_id`'s sessions denied and statements older
-/// than any live session dropped; `None` when it already denies them
-/// (nothing to write). `current` is the policy as read (`None`: the role
-/// has none yet). An error says why the current policy cannot be used.
-pub fn with_revoked(
-    current: Option<&str>,
-    request_id: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<String>, String> {
-    if current.is_some_and(|doc| denies(doc, request_id)) {
-        return Ok(None);
-    }
-    let mut doc = match current {
-        Some(text) => parse(text)?,
-        None => json!({"Version": "2012-10-17"}),
-    };
-    let sid = sid_for(now);
-    let mut kept = Vec::new();
-    let mut added = false;
-    for mut s in statements(&doc)? {
-        let ours = s["Sid"].as_str().and_then(hour_of);
-        match ours {
-            Some(hour) if hour + KEEP < now => continue,
-            Some(_) if s["Sid"] == sid.as_str() => {
-                let mut ids: Vec<Value> = ids_of(&s).into_iter().map(Value::from).collect();
-                ids.push(Value::from(request_id));
-                s["Condition"] = condition(ids);
-                added = true;
+/// The policy's name: IAM allows `[A-Za-z0-9+=,.@_-]`, up to 128
+/// characters; anything else in the id (elevate's ids have none) becomes
+/// `_`.
+pub fn policy_name(request_id: &str, until: DateTime<Utc>) -> String {
+    let id: String = request_id
+        .chars()
+        .take(96)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+                c
+            } else {
+                '_'
             }
-            _ => {}
-        }
-        kept.push(s);
-    }
-    if !added {
-        kept.push(json!({
-            "Sid": sid,
+        })
+        .collect();
+    format!("{POLICY_PREFIX}{}-{id}", until.format(UNTIL_FORMAT))
+}
+
+/// The `until` of a policy elevate wrote; `None` for any other policy.
+pub fn until_of(name: &str) -> Option<DateTime<Utc>> {
+    let rest = name.strip_prefix(POLICY_PREFIX)?;
+    let stamp = rest.get(..14)?;
+    NaiveDateTime::parse_from_str(stamp, UNTIL_FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Whether `name` is a policy of elevate's that no session needs any more.
+pub fn expired(name: &str, now: DateTime<Utc>) -> bool {
+    until_of(name).is_some_and(|until| until <= now)
+}
+
+/// The policy document denying every session tagged with `tag` (the
+/// request id as it was put on the sessions).
+pub fn document(tag: &str) -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "ElevateRevoked",
             "Effect": "Deny",
             "Action": "*",
             "Resource": "*",
-            "Condition": condition(vec![Value::from(request_id)]),
-        }));
-    }
-    let Some(object) = doc.as_object_mut() else {
-        return Err("it is not a JSON object".into());
-    };
-    object.insert("Statement".into(), Value::Array(kept));
-    serde_json::to_string(&doc)
-        .map(Some)
-        .map_err(|e| format!("cannot write it: {e}"))
-}
-
-fn condition(ids: Vec<Value>) -> Value {
-    let mut equals = Map::new();
-    equals.insert(condition_key(), Value::Array(ids));
-    json!({ "StringEquals": equals })
+            "Condition": {"StringEquals": {format!("aws:PrincipalTag/{REQUEST_TAG}"): tag}},
+        }],
+    })
+    .to_string()
 }
 
 /// IAM returns policy documents URL-encoded (RFC 3986); an emulator may
@@ -159,10 +105,13 @@ pub fn decode_document(raw: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| char::from(b).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let value = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
-                out.push(u8::try_from(value).unwrap_or(b'?'));
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
                 i += 3;
             }
             (b, _, _) => {
@@ -174,7 +123,8 @@ pub fn decode_document(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The role name PutRolePolicy takes, from `arn:aws:iam::ACCOUNT:role/PATH/NAME`.
+/// The role name IAM's role-policy calls take, from
+/// `arn:aws:iam::ACCOUNT:role/PATH/NAME`.
 pub fn role_name(arn: &str) -> Option<&str> {
     let (_, rest) = arn.split_once(":role/")?;
     rest.rsplit('/').next().filter(|n| !n.is_empty())
@@ -190,101 +140,58 @@ mod tests {
             .unwrap_or_default()
     }
 
-    fn parsed(doc: &str) -> Value {
-        serde_json::from_str(doc).unwrap_or(Value::Null)
+    #[test]
+    fn a_deny_outlives_the_window_by_the_grace_rounded_up_to_the_minute() {
+        let end = at("2026-12-02T14:05:30Z");
+        let until = until(end);
+        assert_eq!(until, at("2026-12-02T14:21:00Z"));
+        assert!(until >= end + GRACE);
+        let name = policy_name("r-abc123", until);
+        assert_eq!(name, "elevate-revoked-20261202T1421Z-r-abc123");
+        assert_eq!(until_of(&name), Some(until));
+        assert!(!expired(&name, at("2026-12-02T14:20:59Z")));
+        assert!(expired(&name, at("2026-12-02T14:21:00Z")));
     }
 
     #[test]
-    fn a_first_revocation_creates_a_deny_naming_the_request() {
-        let now = at("2026-12-02T14:05:00Z");
-        let doc = with_revoked(None, "r-abc", now)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let v = parsed(&doc);
-        assert_eq!(v["Version"], "2012-10-17");
+    fn other_policies_are_never_taken_for_elevate_s() {
+        for name in [
+            "Operators",
+            "elevate-revoked-",
+            "elevate-revoked-soon-r-1",
+            "elevate-revoked-2026120X-r-1",
+        ] {
+            assert_eq!(until_of(name), None, "{name}");
+            assert!(!expired(name, at("2030-01-01T00:00:00Z")), "{name}");
+        }
+    }
+
+    #[test]
+    fn names_keep_to_iam_s_characters_and_length() {
+        let until = at("2026-12-02T14:21:00Z");
+        let name = policy_name("r-1/../é x", until);
+        assert_eq!(name, "elevate-revoked-20261202T1421Z-r-1_..___x");
+        let long = policy_name(&"r".repeat(400), until);
+        assert!(long.len() <= 128, "{}", long.len());
+        assert!(long
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)));
+    }
+
+    #[test]
+    fn the_document_denies_everything_to_sessions_with_the_request_tag() -> Result<(), String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&document("r-abc")).map_err(|e| e.to_string())?;
         let s = &v["Statement"][0];
-        assert_eq!(s["Sid"], "ElevateRevoked2026120214");
+        assert_eq!(v["Version"], "2012-10-17");
         assert_eq!(s["Effect"], "Deny");
         assert_eq!(s["Action"], "*");
+        assert_eq!(s["Resource"], "*");
         assert_eq!(
             s["Condition"]["StringEquals"]["aws:PrincipalTag/elevate-request"],
-            json!(["r-abc"])
+            "r-abc"
         );
-        assert!(denies(&doc, "r-abc"));
-        assert!(!denies(&doc, "r-other"));
-    }
-
-    #[test]
-    fn revocations_in_one_hour_share_a_statement_and_repeats_write_nothing() {
-        let now = at("2026-12-02T14:05:00Z");
-        let one = with_revoked(None, "r-1", now)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let two = with_revoked(Some(&one), "r-2", now + Duration::minutes(30))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let v = parsed(&two);
-        assert_eq!(v["Statement"].as_array().map(Vec::len), Some(1));
-        assert!(denies(&two, "r-1") && denies(&two, "r-2"));
-        assert_eq!(with_revoked(Some(&two), "r-1", now), Ok(None));
-        // The next hour gets its own statement.
-        let three = with_revoked(Some(&two), "r-3", now + Duration::hours(1))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        assert_eq!(
-            parsed(&three)["Statement"].as_array().map(Vec::len),
-            Some(2)
-        );
-    }
-
-    #[test]
-    fn statements_older_than_any_session_are_dropped_and_others_kept() {
-        let foreign =
-            json!({"Sid": "Operators", "Effect": "Deny", "Action": "s3:*", "Resource": "*"});
-        let old = json!({"Sid": "ElevateRevoked2026120100", "Effect": "Deny", "Action": "*", "Resource": "*",
-            "Condition": {"StringEquals": {"aws:PrincipalTag/elevate-request": "r-old"}}});
-        let recent = json!({"Sid": "ElevateRevoked2026120204", "Effect": "Deny", "Action": "*", "Resource": "*",
-            "Condition": {"StringEquals": {"aws:PrincipalTag/elevate-request": ["r-recent"]}}});
-        let current =
-            json!({"Version": "2012-10-17", "Statement": [foreign, old, recent]}).to_string();
-        // 2026-12-01 00:00 + 13 h has passed; 04:00 + 13 h has not.
-        let now = at("2026-12-02T14:05:00Z");
-        assert!(denies(&current, "r-old"), "a single string is read too");
-        let doc = with_revoked(Some(&current), "r-new", now)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let sids: Vec<String> = parsed(&doc)["Statement"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s["Sid"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(
-            sids,
-            [
-                "Operators",
-                "ElevateRevoked2026120204",
-                "ElevateRevoked2026120214"
-            ]
-        );
-        assert!(denies(&doc, "r-recent") && denies(&doc, "r-new") && !denies(&doc, "r-old"));
-    }
-
-    #[test]
-    fn a_policy_that_is_not_a_policy_is_refused_with_the_reason() {
-        let now = at("2026-12-02T14:05:00Z");
-        assert!(with_revoked(Some("not json"), "r-1", now).is_err());
-        assert!(with_revoked(Some("[1]"), "r-1", now).is_err());
-        assert!(with_revoked(Some(r#"{"Statement": 3}"#), "r-1", now).is_err());
-        // A policy with no statements yet is fine.
-        assert!(with_revoked(Some(r#"{"Version": "2012-10-17"}"#), "r-1", now).is_ok());
+        Ok(())
     }
 
     #[test]

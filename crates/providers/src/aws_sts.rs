@@ -16,7 +16,7 @@ use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sts::types::Tag;
 use chrono::{DateTime, Utc};
 
-use crate::aws_revoked_sessions::{self as revoked, POLICY_NAME, REQUEST_TAG};
+use crate::aws_revoked_sessions::{self as revoked, REQUEST_TAG};
 use crate::sessions::{
     session_name, source_identity, tag_value, AwsStsConfig, Session, SessionAsk, SessionError,
     SessionIssuer,
@@ -27,19 +27,15 @@ use crate::{GrantSpec, Presence, Provider, ProviderError};
 /// HTTP client's patience.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Writes of the revocation policy that another writer (a replica, a
-/// person) overwrote before they could be read back are tried again this
-/// many times in one removal; the job queue retries after that.
-const POLICY_WRITES: usize = 3;
+/// Expired revocation policies deleted per revocation: enough to keep up
+/// with any rate of revocations, few enough to stay inside the call limit.
+const PRUNE_PER_CALL: usize = 10;
 
 pub struct AwsSts {
     config: AwsStsConfig,
     sts: aws_sdk_sts::Client,
-    /// With `revoke_sessions`: for the deny policy on each role.
+    /// With `revoke_sessions`: for the deny policies on each role.
     iam: Option<aws_sdk_iam::Client>,
-    /// One policy change at a time in this process: each is a read, a
-    /// write and a read back of the same document.
-    policy_writes: tokio::sync::Mutex<()>,
     /// For the federation endpoint (not an AWS SDK service).
     http: reqwest::Client,
 }
@@ -72,90 +68,126 @@ impl AwsSts {
             config,
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
             iam,
-            policy_writes: tokio::sync::Mutex::new(()),
             http,
         })
     }
 
-    /// The role's revocation policy as it stands (`None`: it has none).
-    async fn read_policy(
+    /// The names of the role's inline policies.
+    async fn role_policies(
         iam: &aws_sdk_iam::Client,
         role: &str,
-    ) -> Result<Option<String>, ProviderError> {
-        match iam
-            .get_role_policy()
+    ) -> Result<Vec<String>, ProviderError> {
+        let mut names = Vec::new();
+        let mut pages = iam
+            .list_role_policies()
             .role_name(role)
-            .policy_name(POLICY_NAME)
-            .send()
-            .await
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ProviderError::Retryable(iam_message(role, &e)))?;
+            names.extend(page.policy_names().iter().cloned());
+        }
+        Ok(names)
+    }
+
+    /// Deletes a few of the role's revocation policies that no session
+    /// needs any more. A failure here only leaves them for the next
+    /// revocation: it must not hold up the deny being written.
+    async fn prune(iam: &aws_sdk_iam::Client, role: &str, now: DateTime<Utc>) {
+        let names = match Self::role_policies(iam, role).await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(role, error = %e, "cannot list the role's policies to delete expired revocations");
+                return;
+            }
+        };
+        for name in names
+            .iter()
+            .filter(|n| revoked::expired(n, now))
+            .take(PRUNE_PER_CALL)
         {
-            Ok(out) => Ok(Some(revoked::decode_document(out.policy_document()))),
-            Err(e) if e.code() == Some("NoSuchEntity") && !role_missing(&e) => Ok(None),
-            Err(e) => Err(ProviderError::Retryable(iam_message(role, &e))),
+            let deleted = iam
+                .delete_role_policy()
+                .role_name(role)
+                .policy_name(name)
+                .send()
+                .await;
+            match deleted {
+                Ok(_) => tracing::debug!(role, policy = %name, "expired revocation policy deleted"),
+                Err(e) if e.code() == Some("NoSuchEntity") => {}
+                Err(e) => {
+                    tracing::warn!(role, policy = %name, error = %iam_message(role, &e), "cannot delete an expired revocation policy");
+                    return;
+                }
+            }
         }
     }
 
     /// Denies the sessions of a grant ended before its window did: they
-    /// could otherwise live on until their own expiry.
+    /// could otherwise live on until their own expiry. One policy per
+    /// grant and role, written whole: writing it again (a retried job, two
+    /// replicas) changes nothing, and no other revocation can be lost.
     async fn revoke_sessions(&self, grant: &GrantSpec) -> Result<(), ProviderError> {
         let Some(iam) = &self.iam else {
             return Ok(());
         };
-        let now = Utc::now();
-        if grant.window_ends_at.is_some_and(|end| end <= now) {
-            // Every session was bounded by the window: all have expired.
+        if !grant.ended_early {
+            // The window ran out: every session was bounded by it.
             return Ok(());
         }
-        let Some(arn) = self.role_arn(&grant.role) else {
-            tracing::warn!(request = %grant.request_id, role = %grant.role,
-                "the role has no IAM role ARN any more: its sessions cannot be revoked and end at their expiry");
+        let Some(window_end) = grant.window_ends_at else {
+            // Never active: no session was issued.
             return Ok(());
         };
-        let Some(role) = revoked::role_name(arn) else {
-            return Err(ProviderError::Permanent(format!(
-                "\"{arn}\" is not an IAM role ARN"
-            )));
-        };
-        let _one_at_a_time = self.policy_writes.lock().await;
-        for _ in 0..POLICY_WRITES {
-            let current = Self::read_policy(iam, role).await?;
-            let doc = match revoked::with_revoked(current.as_deref(), &grant.request_id, now) {
-                Ok(Some(doc)) => doc,
-                Ok(None) => return Ok(()),
-                Err(why) => {
-                    return Err(ProviderError::Retryable(format!(
-                        "the inline policy {POLICY_NAME} of role {role} cannot be used ({why}); fix or delete it"
-                    )))
-                }
-            };
-            iam.put_role_policy()
-                .role_name(role)
-                .policy_name(POLICY_NAME)
-                .policy_document(doc)
-                .send()
-                .await
-                .map_err(|e| ProviderError::Retryable(iam_message(role, &e)))?;
-            // IAM has no conditional write: read back, so a write by a
-            // replica at the same moment cannot silently drop this one.
-            let after = Self::read_policy(iam, role).await?;
-            if after.is_some_and(|doc| revoked::denies(&doc, &grant.request_id)) {
-                tracing::info!(request = %grant.request_id, role, "sessions of the ended grant denied");
-                return Ok(());
+        let now = Utc::now();
+        let until = revoked::until(window_end);
+        if until <= now {
+            return Ok(());
+        }
+        // The ARN recorded when the request was made and today's, if the
+        // mapping changed since: sessions may have been issued on either.
+        let mut arns: Vec<&str> = grant.account.as_deref().into_iter().collect();
+        if let Some(current) = self.role_arn(&grant.role) {
+            if !arns.contains(&current) {
+                arns.push(current);
             }
         }
-        Err(ProviderError::Retryable(format!(
-            "the inline policy {POLICY_NAME} of role {role} kept changing under elevate's writes"
-        )))
+        if arns.is_empty() {
+            return Err(ProviderError::Retryable(format!(
+                "the role \"{}\" has no IAM role ARN, so the sessions of {} cannot be denied; configure it again (the sessions end at their expiry, at the latest {window_end})",
+                grant.role, grant.request_id
+            )));
+        }
+        let name = revoked::policy_name(&grant.request_id, until);
+        let document = revoked::document(&tag_value(&grant.request_id));
+        for arn in arns {
+            let Some(role) = revoked::role_name(arn) else {
+                return Err(ProviderError::Permanent(format!(
+                    "\"{arn}\" is not an IAM role ARN"
+                )));
+            };
+            // Room first: IAM caps the size of a role's inline policies.
+            Self::prune(iam, role, now).await;
+            iam.put_role_policy()
+                .role_name(role)
+                .policy_name(&name)
+                .policy_document(&document)
+                .send()
+                .await
+                .map_err(|e| {
+                    let why = iam_message(role, &e);
+                    if e.code() == Some("LimitExceeded") {
+                        ProviderError::Retryable(format!(
+                            "{why}: the role's inline policies are at IAM's size limit (10,240 characters in all); each revoked grant whose window has not ended holds one, and they are deleted after it ends"
+                        ))
+                    } else {
+                        ProviderError::Retryable(why)
+                    }
+                })?;
+            tracing::info!(request = %grant.request_id, role, policy = %name, "sessions of the grant ended early denied");
+        }
+        Ok(())
     }
-}
-
-/// `NoSuchEntity` names either the policy (fine: none yet) or the role.
-fn role_missing<E, R>(e: &aws_sdk_iam::error::SdkError<E, R>) -> bool
-where
-    E: ProvideErrorMetadata,
-{
-    e.message()
-        .is_some_and(|m| m.to_ascii_lowercase().contains("role") && !m.contains(POLICY_NAME))
 }
 
 fn iam_message<E, R>(role: &str, e: &aws_sdk_iam::error::SdkError<E, R>) -> String
@@ -303,11 +335,23 @@ impl Provider for AwsSts {
         "aws-sts"
     }
 
+    /// Nothing on AWS is shared between grants: each has its own
+    /// sessions, tagged with its request id. So every grant is its own
+    /// key, and each one's end is handled (its sessions denied when it
+    /// ends early) even while the same person holds the role through
+    /// another.
     fn grant_key(&self, g: &GrantSpec) -> String {
         format!(
-            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
-            g.target, g.resource, g.role, g.user
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            g.target, g.resource, g.role, g.user, g.request_id
         )
+    }
+
+    /// The IAM role's ARN when the request is made, so a revocation
+    /// reaches the role sessions were issued on even if the mapping
+    /// changes later.
+    fn account(&self, g: &GrantSpec) -> Option<String> {
+        self.role_arn(&g.role).map(str::to_owned)
     }
 
     /// Nothing to provision: access is the sessions asked for while the
@@ -329,8 +373,9 @@ impl Provider for AwsSts {
     }
 
     /// Calls `GetCallerIdentity` with elevate's own credentials; with
-    /// `revoke_sessions`, reads each role's revocation policy, which tells
-    /// a missing role or a missing permission before a revocation needs it.
+    /// `revoke_sessions`, lists each role's inline policies, which tells a
+    /// missing role or a missing permission before a revocation needs it
+    /// (whether `iam:PutRolePolicy` is allowed only a write would tell).
     async fn validate(&self) -> Result<Vec<String>, ProviderError> {
         let mut problems = Vec::new();
         if let Err(e) = self.sts.get_caller_identity().send().await {
@@ -342,8 +387,8 @@ impl Provider for AwsSts {
                     problems.push(format!("role {role}: \"{arn}\" is not an IAM role ARN"));
                     continue;
                 };
-                if let Err(e) = Self::read_policy(iam, name).await {
-                    problems.push(format!("role {role}: {e} (revoke_sessions needs iam:GetRolePolicy and iam:PutRolePolicy on it)"));
+                if let Err(e) = Self::role_policies(iam, name).await {
+                    problems.push(format!("role {role}: {e} (revoke_sessions needs iam:ListRolePolicies, iam:PutRolePolicy and iam:DeleteRolePolicy on it)"));
                 }
             }
         }

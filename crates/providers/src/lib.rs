@@ -49,10 +49,12 @@ pub struct GrantSpec {
     /// their current mapping, so changing the mapping while a grant runs
     /// cannot make its removal miss the account that holds it.
     pub account: Option<String>,
-    /// When the grant's window ends (or ended): a removal before then is
-    /// an early end (a revocation), after which anything the target
-    /// issued for the window may still be alive.
+    /// When the grant's window ends (or ended), extensions included.
     pub window_ends_at: Option<DateTime<Utc>>,
+    /// For a removal: the grant was ended before its window (revoked,
+    /// ended by its requester, failed), so anything the target issued for
+    /// the window may still be alive.
+    pub ended_early: bool,
 }
 
 /// Whether a grant is present on the target right now (reconciliation).

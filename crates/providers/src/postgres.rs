@@ -576,6 +576,7 @@ mod tests {
             email: None,
             account: None,
             window_ends_at: None,
+            ended_early: false,
         }
     }
 

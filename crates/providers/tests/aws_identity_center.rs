@@ -174,6 +174,7 @@ fn spec(resource: &str, role: &str, user: &str, email: Option<&str>) -> GrantSpe
         email: email.map(str::to_owned),
         account: None,
         window_ends_at: None,
+        ended_early: false,
     }
 }
 

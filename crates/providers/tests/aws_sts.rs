@@ -4,14 +4,16 @@
 //! role's inline policy, read back through IAM outside elevate.
 //!
 //! moto stores role policies but does not evaluate them, so these tests
-//! check the policy elevate writes, not that AWS then refuses the
-//! session; the policy's meaning is AWS's documented one.
+//! check the policies elevate writes, not that AWS then refuses the
+//! session; the policies' meaning is AWS's documented one.
 
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
 use chrono::{Duration, Utc};
-use elevate_providers::aws_revoked_sessions::{denies, POLICY_NAME};
+use elevate_providers::aws_revoked_sessions::{
+    decode_document, document, policy_name, until_of, GRACE, POLICY_PREFIX,
+};
 use elevate_providers::aws_sts::AwsSts;
 use elevate_providers::sessions::{AwsStsConfig, StaticKeys};
 use elevate_providers::{GrantSpec, Provider};
@@ -73,31 +75,51 @@ async fn create_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The role's revocation policy as IAM holds it (`None`: none).
-async fn policy(iam: &aws_sdk_iam::Client) -> Result<Option<String>> {
-    match iam
-        .get_role_policy()
-        .role_name("Admin")
-        .policy_name(POLICY_NAME)
+/// elevate's revocation policies on `role`, by name, with their documents.
+async fn revocations(iam: &aws_sdk_iam::Client, role: &str) -> Result<Vec<(String, Value)>> {
+    let names = iam
+        .list_role_policies()
+        .role_name(role)
         .send()
-        .await
-    {
-        Ok(out) => Ok(Some(
-            elevate_providers::aws_revoked_sessions::decode_document(out.policy_document()),
-        )),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_no_such_entity_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
+        .await?
+        .policy_names()
+        .to_vec();
+    let mut out = Vec::new();
+    for name in names.into_iter().filter(|n| n.starts_with(POLICY_PREFIX)) {
+        let doc = iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(&name)
+            .send()
+            .await?;
+        let doc: Value = serde_json::from_str(&decode_document(doc.policy_document()))?;
+        out.push((name, doc));
     }
+    Ok(out)
+}
+
+/// The request ids the role's revocation policies deny.
+async fn denied(iam: &aws_sdk_iam::Client, role: &str) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = revocations(iam, role)
+        .await?
+        .iter()
+        .filter_map(|(_, doc)| {
+            let s = &doc["Statement"][0];
+            (s["Effect"] == "Deny" && s["Action"] == "*" && s["Resource"] == "*")
+                .then(|| {
+                    s["Condition"]["StringEquals"]["aws:PrincipalTag/elevate-request"].as_str()
+                })
+                .flatten()
+                .map(str::to_owned)
+        })
+        .collect();
+    ids.sort();
+    Ok(ids)
 }
 
 /// A grant of `role` to alice whose window ends at `ends_in` from now
-/// (negative: already over).
-fn grant(request: &str, role: &str, ends_in: Duration) -> GrantSpec {
+/// (negative: already over), ended early or not.
+fn grant(request: &str, role: &str, ends_in: Duration, early: bool) -> GrantSpec {
     GrantSpec {
         request_id: request.to_owned(),
         target: "aws".to_owned(),
@@ -107,12 +129,8 @@ fn grant(request: &str, role: &str, ends_in: Duration) -> GrantSpec {
         email: None,
         account: None,
         window_ends_at: Some(Utc::now() + ends_in),
+        ended_early: early,
     }
-}
-
-fn statements(doc: &str) -> Result<Vec<Value>> {
-    let v: Value = serde_json::from_str(doc)?;
-    Ok(v["Statement"].as_array().cloned().unwrap_or_default())
 }
 
 #[tokio::test]
@@ -125,82 +143,80 @@ async fn a_grant_ended_early_has_its_sessions_denied_on_the_role_and_one_that_ra
 
     // Ran out: every session was bounded by the window, nothing to write.
     provider
-        .remove(&grant("r-ranout", "admin", Duration::seconds(-5)))
+        .remove(&grant("r-ranout", "admin", Duration::seconds(-1), false))
         .await?;
-    ensure!(
-        policy(&iam).await?.is_none(),
-        "a policy for an expired grant"
-    );
+    // Ended early, but so long ago that every session has expired.
+    provider
+        .remove(&grant("r-old", "admin", Duration::minutes(-30), true))
+        .await?;
+    ensure!(revocations(&iam, "Admin").await?.is_empty());
 
     // Revoked with 20 minutes left: denied, by its request tag only.
-    provider
-        .remove(&grant("r-first", "admin", Duration::minutes(20)))
-        .await?;
-    let doc = policy(&iam).await?.context("no policy written")?;
-    ensure!(denies(&doc, "r-first"), "{doc}");
-    let all = statements(&doc)?;
-    ensure!(all.len() == 1, "{doc}");
-    let s = &all[0];
+    let first = grant("r-first", "admin", Duration::minutes(20), true);
+    provider.remove(&first).await?;
+    let written = revocations(&iam, "Admin").await?;
+    ensure!(written.len() == 1, "{written:?}");
+    let (name, doc) = &written[0];
+    let until = until_of(name).context("not elevate's name")?;
+    let end = first.window_ends_at.context("window")?;
     ensure!(
-        s["Effect"] == "Deny" && s["Action"] == "*" && s["Resource"] == "*",
-        "{s}"
+        until >= end + GRACE && until <= end + GRACE + Duration::minutes(2),
+        "{name} for a window ending {end}"
     );
-    ensure!(
-        s["Condition"]["StringEquals"]["aws:PrincipalTag/elevate-request"] == json!(["r-first"]),
-        "{s}"
-    );
+    ensure!(name.ends_with("-r-first"), "{name}");
+    ensure!(doc["Version"] == "2012-10-17", "{doc}");
+    ensure!(denied(&iam, "Admin").await? == ["r-first"]);
 
     // Removing again (a retried job) changes nothing; a second revocation
-    // in the same hour joins the same statement.
+    // gets a policy of its own.
+    provider.remove(&first).await?;
+    ensure!(revocations(&iam, "Admin").await?.len() == 1);
     provider
-        .remove(&grant("r-first", "admin", Duration::minutes(20)))
+        .remove(&grant("r-second", "admin", Duration::minutes(5), true))
         .await?;
-    ensure!(policy(&iam).await?.as_deref() == Some(doc.as_str()));
-    provider
-        .remove(&grant("r-second", "admin", Duration::minutes(5)))
-        .await?;
-    let doc = policy(&iam).await?.context("policy gone")?;
-    ensure!(denies(&doc, "r-first") && denies(&doc, "r-second"), "{doc}");
-    ensure!(statements(&doc)?.len() == 1, "{doc}");
-    ensure!(!denies(&doc, "r-ranout"), "{doc}");
+    ensure!(denied(&iam, "Admin").await? == ["r-first", "r-second"]);
     Ok(())
 }
 
 #[tokio::test]
-async fn statements_older_than_any_session_are_dropped_and_an_operators_are_kept() -> Result<()> {
+async fn expired_revocations_are_deleted_and_other_policies_kept() -> Result<()> {
     let moto = tokio::task::spawn_blocking(MotoServer::start).await??;
     let iam = iam(&moto);
     create_role(&iam, "Admin").await?;
-    let stale_hour = (Utc::now() - Duration::hours(14)).format("%Y%m%d%H");
-    let seeded = json!({"Version": "2012-10-17", "Statement": [
-        {"Sid": "Operators", "Effect": "Deny", "Action": "s3:DeleteBucket", "Resource": "*"},
-        {"Sid": format!("ElevateRevoked{stale_hour}"), "Effect": "Deny", "Action": "*", "Resource": "*",
-         "Condition": {"StringEquals": {"aws:PrincipalTag/elevate-request": ["r-stale"]}}}
-    ]});
-    iam.put_role_policy()
-        .role_name("Admin")
-        .policy_name(POLICY_NAME)
-        .policy_document(seeded.to_string())
-        .send()
-        .await?;
+    let put = |name: String, doc: Value| {
+        let iam = iam.clone();
+        async move {
+            iam.put_role_policy()
+                .role_name("Admin")
+                .policy_name(name)
+                .policy_document(doc.to_string())
+                .send()
+                .await
+        }
+    };
+    let operators = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "s3:DeleteBucket", "Resource": "*"}]});
+    put("Operators".into(), operators).await?;
+    let stale = policy_name("r-stale", Utc::now() - Duration::hours(1));
+    put(stale.clone(), serde_json::from_str(&document("r-stale"))?).await?;
+    let live = policy_name("r-live", Utc::now() + Duration::hours(1));
+    put(live.clone(), serde_json::from_str(&document("r-live"))?).await?;
+
     let provider = AwsSts::new(config(&moto, true)).await?;
     provider
-        .remove(&grant("r-now", "admin", Duration::minutes(30)))
+        .remove(&grant("r-now", "admin", Duration::minutes(30), true))
         .await?;
-    let doc = policy(&iam).await?.context("policy gone")?;
-    let sids: Vec<&str> = statements(&doc)?
-        .iter()
-        .filter_map(|s| s["Sid"].as_str())
-        .map(|s| {
-            if s == "Operators" {
-                "Operators"
-            } else {
-                "elevate"
-            }
-        })
-        .collect();
-    ensure!(sids == ["Operators", "elevate"], "{doc}");
-    ensure!(denies(&doc, "r-now") && !denies(&doc, "r-stale"), "{doc}");
+    let names = iam
+        .list_role_policies()
+        .role_name("Admin")
+        .send()
+        .await?
+        .policy_names()
+        .to_vec();
+    ensure!(names.contains(&"Operators".to_owned()), "{names:?}");
+    ensure!(names.contains(&live), "{names:?}");
+    ensure!(!names.contains(&stale), "{names:?}");
+    ensure!(denied(&iam, "Admin").await? == ["r-live", "r-now"]);
     Ok(())
 }
 
@@ -209,28 +225,47 @@ async fn replicas_revoking_at_once_lose_no_revocation() -> Result<()> {
     let moto = tokio::task::spawn_blocking(MotoServer::start).await??;
     let iam = iam(&moto);
     create_role(&iam, "Admin").await?;
-    // Two providers stand for two replicas: each serialises only its own
-    // writes, so they race on the one policy document.
+    // Two providers stand for two replicas writing to one role at once.
     let a = AwsSts::new(config(&moto, true)).await?;
     let b = AwsSts::new(config(&moto, true)).await?;
     let ids: Vec<String> = (0..12).map(|i| format!("r-{i:02}")).collect();
-    let mut calls = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
+    let calls = ids.iter().enumerate().map(|(i, id)| {
         let p = if i % 2 == 0 { &a } else { &b };
-        calls.push(async move { p.remove(&grant(id, "admin", Duration::minutes(10))).await });
-    }
-    let results = futures_util::future::join_all(calls).await;
-    // A removal that lost every round to the other writer fails and is
-    // retried by the job queue; do what the queue would.
-    for (id, result) in ids.iter().zip(results) {
-        if result.is_err() {
-            a.remove(&grant(id, "admin", Duration::minutes(10))).await?;
+        async move {
+            p.remove(&grant(id, "admin", Duration::minutes(10), true))
+                .await
         }
+    });
+    // Every one succeeds at once: no write can undo another.
+    for result in futures_util::future::join_all(calls).await {
+        result?;
     }
-    let doc = policy(&iam).await?.context("no policy")?;
-    for id in &ids {
-        ensure!(denies(&doc, id), "{id} is missing from {doc}");
-    }
+    ensure!(denied(&iam, "Admin").await? == ids);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_role_recorded_at_request_time_is_denied_too() -> Result<()> {
+    let moto = tokio::task::spawn_blocking(MotoServer::start).await??;
+    let iam = iam(&moto);
+    create_role(&iam, "Admin").await?;
+    create_role(&iam, "OldAdmin").await?;
+    let provider = AwsSts::new(config(&moto, true)).await?;
+    // What the request recorded: the role's ARN at that time.
+    let spec = grant("r-moved", "admin", Duration::minutes(10), true);
+    ensure!(provider.account(&spec).as_deref() == Some(ADMIN));
+    // Sessions may have been issued on the old ARN and on today's.
+    let moved = GrantSpec {
+        account: Some("arn:aws:iam::123456789012:role/OldAdmin".to_owned()),
+        ..spec
+    };
+    provider.remove(&moved).await?;
+    ensure!(denied(&iam, "OldAdmin").await? == ["r-moved"]);
+    ensure!(denied(&iam, "Admin").await? == ["r-moved"]);
+    // Grants are keyed by request: another grant of the same person and
+    // role never keeps one from being handled.
+    let other = grant("r-other", "admin", Duration::minutes(10), true);
+    ensure!(provider.grant_key(&moved) != provider.grant_key(&other));
     Ok(())
 }
 
@@ -241,7 +276,7 @@ async fn a_missing_role_fails_the_removal_naming_it_and_check_config_says_so() -
     create_role(&iam, "Admin").await?;
     let provider = AwsSts::new(config(&moto, true)).await?;
     let err = provider
-        .remove(&grant("r-1", "auditor", Duration::minutes(10)))
+        .remove(&grant("r-1", "auditor", Duration::minutes(10), true))
         .await
         .err()
         .context("a removal on a missing role succeeded")?;
@@ -256,11 +291,11 @@ async fn a_missing_role_fails_the_removal_naming_it_and_check_config_says_so() -
 
     // Without revoke_sessions nothing is asked of IAM at all.
     let off = AwsSts::new(config(&moto, false)).await?;
-    off.remove(&grant("r-2", "auditor", Duration::minutes(10)))
+    off.remove(&grant("r-2", "auditor", Duration::minutes(10), true))
         .await?;
-    off.remove(&grant("r-3", "admin", Duration::minutes(10)))
+    off.remove(&grant("r-3", "admin", Duration::minutes(10), true))
         .await?;
-    ensure!(policy(&iam).await?.is_none());
+    ensure!(revocations(&iam, "Admin").await?.is_empty());
     ensure!(off.validate().await?.is_empty());
     Ok(())
 }

@@ -70,6 +70,7 @@ fn grant(role: &str, user: &str) -> GrantSpec {
         email: None,
         account: None,
         window_ends_at: None,
+        ended_early: false,
     }
 }
 

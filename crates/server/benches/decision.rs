@@ -188,6 +188,7 @@ async fn run() -> Result<serde_json::Value> {
             email: None,
             account: None,
             window_ends_at: None,
+            ended_early: false,
         };
         tx.put_request(&active.request, &provider.grant_key(&spec), now)
             .await?;

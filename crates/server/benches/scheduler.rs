@@ -146,6 +146,7 @@ async fn run() -> Result<serde_json::Value> {
                 email: None,
                 account: None,
                 window_ends_at: None,
+                ended_early: false,
             };
             let key = provider.grant_key(&spec);
             tx.put_request(&active.request, &key, created).await?;

@@ -24,7 +24,7 @@ use std::time::Duration;
 use chrono::Utc;
 use elevate_core::policy::{ApprovalRequirement, Ask, Catalog, Eligibility};
 use elevate_core::principal::Principal;
-use elevate_core::request::{Change, Effect, Kind, NewRequest, Request, State};
+use elevate_core::request::{Change, Effect, Kind, NewRequest, Removal, Request, State};
 use elevate_core::values::{Comment, Justification, Name, RequestId, Span, Ticket};
 use elevate_core::{DomainError, Timestamp};
 use elevate_providers::{GrantSpec, Provider, ProviderError};
@@ -163,6 +163,13 @@ impl Broker {
             email,
             account: None,
             window_ends_at: r.state.window().map(|w| w.ends_at),
+            ended_early: !matches!(
+                r.state,
+                State::Ending {
+                    removal: Removal::Ended,
+                    ..
+                } | State::Ended { .. }
+            ),
         })
     }
 

@@ -1036,6 +1036,7 @@ mod tests {
             email: Some("alice@example.com".to_owned()),
             account: account.map(str::to_owned),
             window_ends_at: None,
+            ended_early: false,
         }
     }
 

@@ -149,7 +149,18 @@ impl Broker {
         // carry no groups).
         let mut p = stored.clone().unwrap_or_default().principal(name.clone());
         if let Some(e) = v.claims.get(&s.email_claim).and_then(Value::as_str) {
-            p.email = Email::parse(e).ok();
+            // An address the provider says it has not verified is anyone's
+            // to type: it must not become this person's (mail about their
+            // access, the AWS Identity Store user they are matched with).
+            // A provider that does not say is taken at its word.
+            let unverified = matches!(v.claims.get("email_verified"), Some(Value::Bool(false)))
+                || v.claims.get("email_verified").and_then(Value::as_str) == Some("false");
+            p.email = if unverified {
+                tracing::info!(user = %name, "the identity provider marks this user's e-mail address unverified; it is not used");
+                None
+            } else {
+                Email::parse(e).ok()
+            };
         }
         if let Some(n) = v.str("name") {
             p.display_name = Some(n.to_owned());

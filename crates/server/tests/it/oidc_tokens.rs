@@ -805,9 +805,22 @@ async fn e_mail_addresses_are_compared_without_regard_to_case() -> Result<()> {
     assert_eq!(me["email"], "alice@example.com", "{me}");
     // The same person, the address spelt the other way: nothing changes.
     claims["email"] = json!("alice@example.com");
-    let me = me_ok(&env, &env.peer.sign(claims, Value::Null).await?).await?;
+    let me = me_ok(&env, &env.peer.sign(claims.clone(), Value::Null).await?).await?;
     assert_eq!(me["email"], "alice@example.com", "{me}");
     assert_eq!(stored(&env).await?.identities, 1);
+
+    // An address the provider marks unverified is not taken, and the one
+    // known from before is dropped: the token says this person's address
+    // is now one nobody confirmed.
+    claims["email"] = json!("bob@example.com");
+    claims["email_verified"] = json!(false);
+    let me = me_ok(&env, &env.peer.sign(claims.clone(), Value::Null).await?).await?;
+    assert_eq!(me["name"], "alice", "{me}");
+    assert_eq!(me["email"], Value::Null, "{me}");
+    // Verified again (or not said either way): taken.
+    claims["email_verified"] = json!(true);
+    let me = me_ok(&env, &env.peer.sign(claims.clone(), Value::Null).await?).await?;
+    assert_eq!(me["email"], "bob@example.com", "{me}");
     Ok(())
 }
 

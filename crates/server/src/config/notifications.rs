@@ -313,6 +313,20 @@ impl Checker {
             let mut email = Vec::new();
             for a in &r.email {
                 match Audience::parse(a) {
+                    // A target's event has no requester or approvers.
+                    Some(a)
+                        if event == notify::TARGET_UNMANAGED_ACCESS && a != Audience::Admins =>
+                    {
+                        self.error(
+                            line,
+                            format!("{loc}.email"),
+                            format!(
+                                "\"{}\" is about a target, not a request: only admins can be told of it",
+                                event
+                            ),
+                        );
+                        ok = false;
+                    }
                     Some(a) if !email.contains(&a) => email.push(a),
                     Some(_) => {}
                     None => {

@@ -72,7 +72,7 @@ pub struct Route {
 
 /// The routable events: every audit action, plus `break_glass.used`, the
 /// creation of a break-glass request, routed on its own so it can be loud.
-pub const EVENTS: [&str; 21] = [
+pub const EVENTS: [&str; 22] = [
     "request.created",
     "request.approval_recorded",
     "request.approved",
@@ -94,7 +94,11 @@ pub const EVENTS: [&str; 21] = [
     "grant.session_issued",
     "break_glass.acknowledged",
     BREAK_GLASS_USED,
+    TARGET_UNMANAGED_ACCESS,
 ];
+
+/// Events about a target, not a request: only admins can be told of them.
+pub const TARGET_UNMANAGED_ACCESS: &str = "target.unmanaged_access";
 
 pub const BREAK_GLASS_USED: &str = "break_glass.used";
 
@@ -128,6 +132,9 @@ pub fn default_routes() -> BTreeMap<String, Route> {
             r(&[Requester, Approvers, Admins], true),
         ),
         (BREAK_GLASS_USED, r(&[Admins, Approvers, Requester], true)),
+        // Access given outside elevate, found by reconciliation (and when
+        // that changes): for those who run the broker.
+        (TARGET_UNMANAGED_ACCESS, r(&[Admins], true)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -10,7 +10,7 @@ use elevate_store::audit::AuditRecord;
 use elevate_store::outbox::NewDelivery;
 
 use super::render::{self, Role};
-use super::{Audience, Settings, BREAK_GLASS_USED};
+use super::{Audience, Route, Settings, BREAK_GLASS_USED};
 use crate::engine::Broker;
 use crate::error::ApiError;
 
@@ -110,7 +110,7 @@ pub async fn plan(
         return Ok(Vec::new());
     };
     let Some(id) = rec.request.as_deref() else {
-        return Ok(Vec::new());
+        return plan_target(b, settings, people, rec, key, route);
     };
     let Ok(id) = elevate_core::values::RequestId::parse(id) else {
         return Ok(Vec::new());
@@ -205,6 +205,61 @@ pub async fn plan(
             .filter(|c| c.targets.is_empty() || c.targets.contains(&r.target))
         {
             let payload = render::chat(b, rec, key, r, c.format);
+            out.push(new(
+                format!("chat:{}", c.name),
+                c.name.clone(),
+                payload.to_string(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The deliveries of an event about a target rather than a request
+/// (access found outside elevate): mail to the admins, a post to every
+/// chat channel whose scope covers the target.
+fn plan_target(
+    b: &Broker,
+    settings: &Settings,
+    people: &People,
+    rec: &AuditRecord,
+    key: &str,
+    route: &Route,
+) -> Result<Vec<NewDelivery>, ApiError> {
+    let Some(target) = rec.details.get("target").and_then(|v| v.as_str()) else {
+        return Ok(Vec::new());
+    };
+    let new = |channel: String, recipient: String, doc: String| NewDelivery {
+        audit_seq: rec.seq,
+        request_id: None,
+        event: key.to_owned(),
+        channel,
+        recipient,
+        doc,
+    };
+    let mut out = Vec::new();
+    if settings.email.is_some() && route.email.contains(&Audience::Admins) {
+        let mut to: BTreeMap<String, (&Principal, Role)> = BTreeMap::new();
+        for p in people.matching(&b.catalog().admins) {
+            add(&mut to, p, Role::Admin);
+        }
+        for (address, (p, _)) in to {
+            let mail = render::target_email(b, rec, target, p);
+            let doc = serde_json::to_string(&mail).map_err(|e| {
+                ApiError::Store(elevate_store::StoreError::Corrupt(format!(
+                    "cannot encode a message: {e}"
+                )))
+            })?;
+            out.push(new("email".into(), address, doc));
+        }
+    }
+    if route.chat {
+        for c in settings
+            .chats
+            .iter()
+            .filter(|c| c.targets.is_empty() || c.targets.iter().any(|t| t.as_str() == target))
+        {
+            let payload = render::target_chat(b, rec, target, c.format);
             out.push(new(
                 format!("chat:{}", c.name),
                 c.name.clone(),

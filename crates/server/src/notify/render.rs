@@ -356,6 +356,152 @@ fn markdown_escape(s: &str) -> String {
     out
 }
 
+/// One line per assignment found outside elevate, for every channel.
+fn finding_lines(rec: &AuditRecord) -> Vec<String> {
+    let findings = rec
+        .details
+        .get("unmanaged")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    findings
+        .iter()
+        .map(|f| {
+            let text = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("?");
+            let who = f
+                .get("principal_name")
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| text("principal_id"));
+            let account = match f.get("resource_name").and_then(Value::as_str) {
+                Some(name) => format!("{name} ({})", text("resource")),
+                None => text("resource").to_owned(),
+            };
+            let kind = text("principal_type").to_lowercase();
+            let state = if f.get("removed").and_then(Value::as_bool) == Some(true) {
+                " (removed by elevate)"
+            } else if let Some(e) = f.get("error").and_then(Value::as_str) {
+                return format!(
+                    "{kind} {who}: {} on {account} (removing it failed: {e})",
+                    text("role")
+                );
+            } else {
+                ""
+            };
+            format!("{kind} {who}: {} on {account}{state}", text("role"))
+        })
+        .collect()
+}
+
+/// The line saying what a target event found.
+pub fn target_headline(rec: &AuditRecord, target: &str) -> String {
+    let n = rec
+        .details
+        .get("unmanaged")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    match n {
+        0 => format!("no access outside elevate is left on {target}"),
+        1 => format!("1 assignment on {target} was not given through elevate"),
+        n => format!("{n} assignments on {target} were not given through elevate"),
+    }
+}
+
+fn admin_url(b: &Broker) -> String {
+    format!("{}/admin", b.public_url.trim_end_matches('/'))
+}
+
+/// The mail to an admin about a target event (access found outside
+/// elevate by reconciliation).
+pub fn target_email(b: &Broker, rec: &AuditRecord, target: &str, to: &Principal) -> Mail {
+    let headline = target_headline(rec, target);
+    let lines = finding_lines(rec);
+    let lead = if lines.is_empty() {
+        "The last reconciliation found no assignment that elevate did not make."
+    } else {
+        "Reconciliation found access on the target that no grant of elevate accounts for. Check who gave it and why; with reconcile = \"remove\" elevate removes it itself."
+    };
+    let url = admin_url(b);
+    let mut text = format!("{headline}\n\n{lead}\n\n");
+    for l in &lines {
+        text.push_str(&format!("- {l}\n"));
+    }
+    text.push_str(&format!(
+        "\nThe report: elevate targets reconciliation {target}, or {url}\n\n-- \nelevate, just-in-time access\n"
+    ));
+    let mut html = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title></head>\
+         <body style=\"font-family:sans-serif;line-height:1.4\">\
+         <h2 style=\"font-size:1.15em\">{}</h2><p>{}</p><ul>",
+        escape_html(&headline),
+        escape_html(&headline),
+        escape_html(lead)
+    );
+    for l in &lines {
+        html.push_str(&format!("<li>{}</li>", escape_html(l)));
+    }
+    html.push_str(&format!(
+        "</ul><p><a href=\"{}\">Open the administration page</a></p>\
+         <p style=\"color:#666\">elevate, just-in-time access</p></body></html>",
+        escape_html(&url)
+    ));
+    Mail {
+        email: Email {
+            to: to
+                .email
+                .as_ref()
+                .map(|e| e.as_str().to_owned())
+                .unwrap_or_default(),
+            to_name: to.display_name.clone(),
+            subject: format!("[elevate] {headline}"),
+            text,
+            html,
+            // One conversation per target in mail programs.
+            thread: Some(format!("target-{target}")),
+        },
+        approve_as: None,
+        request: String::new(),
+    }
+}
+
+/// The chat message about a target event.
+pub fn target_chat(b: &Broker, rec: &AuditRecord, target: &str, format: ChatFormat) -> Value {
+    let headline = target_headline(rec, target);
+    let lines = finding_lines(rec);
+    let url = admin_url(b);
+    match format {
+        ChatFormat::Slack => {
+            let esc = slack_escape;
+            let list: String = lines
+                .iter()
+                .take(20)
+                .map(|l| format!("• {}\n", esc(l)))
+                .collect();
+            let mut blocks = vec![
+                json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", esc(&headline))}}),
+            ];
+            if !list.is_empty() {
+                blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": list}}));
+            }
+            blocks.push(json!({"type": "actions", "elements": [
+                {"type": "button", "text": {"type": "plain_text", "text": "Open in elevate"}, "url": url}
+            ]}));
+            json!({"text": esc(&headline), "blocks": blocks})
+        }
+        ChatFormat::Teams => {
+            let mut body = vec![
+                json!({"type": "TextBlock", "text": markdown_escape(&headline), "weight": "Bolder", "wrap": true}),
+            ];
+            for l in lines.iter().take(20) {
+                body.push(json!({"type": "TextBlock", "text": markdown_escape(l), "wrap": true}));
+            }
+            teams_message(
+                Value::Array(body),
+                json!([{"type": "Action.OpenUrl", "title": "Open in elevate", "url": url}]),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

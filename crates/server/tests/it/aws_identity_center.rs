@@ -23,6 +23,7 @@ use elevate_providers::sessions::StaticKeys;
 use elevate_providers::Provider;
 use elevate_testkit::aws_org;
 use elevate_testkit::moto::MotoServer;
+use elevate_testkit::smtp::{ReceivedMail, SmtpServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -175,13 +176,18 @@ fn ic_config(org: &Org) -> IdentityCenterConfig {
 }
 
 async fn start(org: &Org, dir: &Path, faults: Option<Arc<Faults>>) -> Result<TestApp> {
+    start_config(org, &config(dir, org, "report")?, faults).await
+}
+
+/// elevate on `text`, once it has read the organization.
+async fn start_config(org: &Org, text: &str, faults: Option<Arc<Faults>>) -> Result<TestApp> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let mut providers: BTreeMap<Name, Arc<dyn Provider>> = BTreeMap::new();
     if let Some(faults) = faults {
         let wrapped = AwsIdentityCenter::with_faults(ic_config(org), faults).await?;
         providers.insert(Name::parse("target", "aws")?, Arc::new(wrapped));
     }
-    let app = TestApp::start_with(&config(dir, org, "report")?, listener, providers).await?;
+    let app = TestApp::start_with(text, listener, providers).await?;
     // The first inventory is read in the background at start.
     eventually("the organization is read", WAIT, || async {
         let (_, v) = app.get("alice", "/api/v1/eligible?target=aws").await?;
@@ -419,7 +425,18 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
 {
     let org = org().await?;
     let dir = tempfile::tempdir()?;
-    let app = start(&org, dir.path(), None).await?;
+    // Admins are told of what reconciliation finds by mail.
+    let smtp = SmtpServer::start(&dir.path().join("smtp"))?;
+    let mail = format!(
+        "\n[notifications]\nretry_max_backoff = \"1s\"\n[notifications.email]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"elevate <elevate@example.com>\"\n",
+        smtp.port()
+    );
+    let app = start_config(
+        &org,
+        &format!("{}{mail}", config(dir.path(), &org, "report")?),
+        None,
+    )
+    .await?;
     let (orders, payments) = (
         org.id("accounts", "orders-prod")?,
         org.id("accounts", "payments-prod")?,
@@ -535,10 +552,27 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
         "{html}"
     );
     ensure!(html.contains("Read from the target"), "{html}");
+    // The admin (dave) got one mail naming both findings; nobody else
+    // (the requester, the approvers) hears of the target.
+    let found = "2 assignments on aws were not given through elevate";
+    let told = wait_for_subject(&smtp, found, 1).await?;
+    ensure!(told[0].to == ["dave@example.com"], "{:?}", told[0].to);
+    for expected in [
+        &format!("user mallory: {ADMIN_PS} on orders-prod ({orders})"),
+        &format!("group platform-admins: {ADMIN_PS} on shared-services ({shared})"),
+        &"elevate targets reconciliation aws".to_owned(),
+    ] {
+        ensure!(
+            told[0].text.contains(expected.as_str()),
+            "{expected} not in {}",
+            told[0].text
+        );
+    }
+    ensure!(told[0].html.contains("mallory"), "{}", told[0].html);
     app.stop().await;
 
     // The same server configured to remove what it finds.
-    let text = config(dir.path(), &org, "remove")?;
+    let text = format!("{}{mail}", config(dir.path(), &org, "remove")?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let app = TestApp::start_with(&text, listener, BTreeMap::new()).await?;
     let (status, report) = app
@@ -562,7 +596,32 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
         org.holders(&payments, ADMIN_PS).await?,
         vec![org.id("users", "asmith")?]
     );
+    // The findings changed (now removed): dave hears that too.
+    let told = wait_for_subject(&smtp, found, 2).await?;
+    ensure!(
+        told[1].text.contains("(removed by elevate)"),
+        "{}",
+        told[1].text
+    );
     Ok(())
+}
+
+/// The mails whose subject contains `marker`, once there are `n`; more
+/// than `n` is an error (a target event mailed twice, or to others).
+async fn wait_for_subject(smtp: &SmtpServer, marker: &str, n: usize) -> Result<Vec<ReceivedMail>> {
+    eventually("the reconciliation mail", WAIT, || async {
+        let seen = smtp.messages()?;
+        Ok(seen.iter().filter(|m| m.subject.contains(marker)).count() >= n)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all: Vec<ReceivedMail> = smtp
+        .messages()?
+        .into_iter()
+        .filter(|m| m.subject.contains(marker))
+        .collect();
+    ensure!(all.len() == n, "{} mails about it, {n} expected", all.len());
+    Ok(all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

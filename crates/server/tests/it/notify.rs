@@ -814,6 +814,10 @@ fn bad_notification_settings_are_refused_with_a_clear_message() -> Result<()> {
             "unknown audience",
         ),
         (
+            "[notifications.routes]\n\"target.unmanaged_access\" = { email = [\"admins\", \"requester\"] }\n",
+            "only admins can be told of it",
+        ),
+        (
             "[notifications.email]\nhost = \"smtp\"\nfrom = \"not an address\"\n",
             "is not an address",
         ),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark once, in sequence (they share 2 cores: never in
 # parallel), and writes their figures to docs/benchmarks.json. The removal
-# lateness histogram goes to docs/lateness.svg. Needs PostgreSQL installed
-# (scripts/test.sh installs it). Takes about 12 minutes.
+# lateness histogram goes to docs/lateness.svg. Needs PostgreSQL and moto
+# installed (scripts/test.sh installs them). Takes about 12 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/elevate-target}"
@@ -12,7 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 cargo bench -p elevate --no-run --quiet
-for bench in latency scheduler throughput decision startup picker inventory replicas notify; do
+for bench in latency scheduler throughput decision startup picker inventory identity_store replicas notify; do
   echo "== $bench" >&2
   cargo bench -p elevate --quiet --bench "$bench" -- --json | tail -n 1 > "$tmp/$bench.json"
   cat "$tmp/$bench.json" >&2
@@ -36,7 +36,7 @@ machine = {
     "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
 }
 results = {"machine": machine}
-for name in ["latency", "scheduler", "throughput", "decision", "startup", "picker", "inventory", "replicas", "notify"]:
+for name in ["latency", "scheduler", "throughput", "decision", "startup", "picker", "inventory", "identity_store", "replicas", "notify"]:
     with open(os.path.join(tmp, name + ".json")) as f:
         results[name] = json.load(f)
 with open(out, "w") as f:

@@ -340,6 +340,76 @@ async fn prepare_finds_the_user_by_email_or_user_name_ignoring_case() -> anyhow:
 }
 
 #[tokio::test]
+async fn lookups_share_a_listing_of_the_store_yet_see_its_changes_at_once() -> anyhow::Result<()> {
+    let f = start().await.context("started")?;
+    let account = f.account("payments-prod");
+    let user_of = |recorded: Option<String>| {
+        recorded
+            .and_then(|r| r.split(' ').next().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let alice = spec(&account, "ReadOnly", "alice", Some("alice@example.com"));
+    let bob = spec(&account, "ReadOnly", "bob", None);
+    assert_eq!(
+        user_of(f.provider.prepare(&alice).await?),
+        f.seeded.users["asmith"]
+    );
+    let listed = f.provider.directory_listings();
+    // Many lookups, found and confirmed, list the store no more.
+    for _ in 0..5 {
+        assert_eq!(
+            user_of(f.provider.prepare(&alice).await?),
+            f.seeded.users["asmith"]
+        );
+        assert_eq!(
+            user_of(f.provider.prepare(&bob).await?),
+            f.seeded.users["Bob"]
+        );
+    }
+    assert_eq!(f.provider.directory_listings(), listed);
+
+    // Someone provisioned after the listing is found at once.
+    let url = f.moto.url();
+    let zoe = tokio::task::spawn_blocking(move || {
+        aws_org::add_user(
+            &url,
+            &json!({"user_name": "zoe", "emails": ["Zoe@Example.com"]}),
+        )
+    })
+    .await??;
+    let asks_zoe = spec(&account, "ReadOnly", "zoe", Some("zoe@example.com"));
+    assert_eq!(user_of(f.provider.prepare(&asks_zoe).await?), zoe);
+
+    // alice's address moves to a new user (the old one deleted): the
+    // listing still names the old one, which the store no longer
+    // confirms, so the new one is found, never the old.
+    let (url, old) = (f.moto.url(), f.seeded.users["asmith"].clone());
+    let moved = tokio::task::spawn_blocking(move || {
+        aws_org::delete_user(&url, &old)?;
+        aws_org::add_user(
+            &url,
+            &json!({"user_name": "alice.smith", "emails": ["alice@example.com"]}),
+        )
+    })
+    .await??;
+    assert_eq!(user_of(f.provider.prepare(&alice).await?), moved);
+
+    // Someone the store does not know, asking again and again, costs at
+    // most one listing per period, not one per request.
+    let before = f.provider.directory_listings();
+    let stranger = spec(&account, "ReadOnly", "mallory", Some("mallory@example.com"));
+    for _ in 0..5 {
+        permanent(f.provider.prepare(&stranger).await)?;
+    }
+    anyhow::ensure!(
+        f.provider.directory_listings() <= before + 1,
+        "{} listings for 5 lookups",
+        f.provider.directory_listings() - before
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn prepare_refuses_a_user_name_match_without_the_requesters_email() -> anyhow::Result<()> {
     let f = start().await.context("started")?;
     let account = f.account("payments-prod");

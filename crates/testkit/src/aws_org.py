@@ -36,6 +36,36 @@ def instance(url):
     return found["InstanceArn"], found["IdentityStoreId"]
 
 
+def make_user(ids, store, user):
+    name = user["user_name"]
+    fields = {
+        "IdentityStoreId": store,
+        "UserName": name,
+        "DisplayName": user.get("display_name", name),
+        "Name": {"GivenName": name, "FamilyName": "Test"},
+    }
+    emails = user.get("emails") or []
+    # A user without an address has no Emails at all: boto3 refuses an
+    # empty list.
+    if emails:
+        fields["Emails"] = [
+            {"Value": e, "Type": "work", "Primary": i == 0}
+            for i, e in enumerate(emails)
+        ]
+    return ids.create_user(**fields)["UserId"]
+
+
+def add_user(url, ask):
+    _, store = instance(url)
+    return make_user(client(url, "identitystore"), store, ask)
+
+
+def delete_user(url, ask):
+    _, store = instance(url)
+    client(url, "identitystore").delete_user(IdentityStoreId=store, UserId=ask["user_id"])
+    return None
+
+
 def seed(url, spec):
     orgs = client(url, "organizations")
     org = orgs.create_organization(FeatureSet="ALL")["Organization"]
@@ -86,23 +116,7 @@ def seed(url, spec):
     answer["identity_store_id"] = store
     ids = client(url, "identitystore")
     for user in spec.get("users") or []:
-        name = user["user_name"]
-        fields = {
-            "IdentityStoreId": store,
-            "UserName": name,
-            "DisplayName": user.get("display_name", name),
-            "Name": {"GivenName": name, "FamilyName": "Test"},
-        }
-        emails = user.get("emails") or []
-        # A user without an address has no Emails at all: boto3 refuses
-        # an empty list.
-        if emails:
-            fields["Emails"] = [
-                {"Value": e, "Type": "work", "Primary": i == 0}
-                for i, e in enumerate(emails)
-            ]
-        made = ids.create_user(**fields)
-        answer["users"][name] = made["UserId"]
+        answer["users"][user["user_name"]] = make_user(ids, store, user)
     for group in spec.get("groups") or []:
         made = ids.create_group(
             IdentityStoreId=store, DisplayName=group["name"]
@@ -170,6 +184,8 @@ def add_account(url, ask):
 
 COMMANDS = {
     "add_account": add_account,
+    "add_user": add_user,
+    "delete_user": delete_user,
     "seed": seed,
     "list_assignments": list_assignments,
     "create_assignment": create_assignment,

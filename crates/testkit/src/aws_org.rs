@@ -162,3 +162,18 @@ pub fn add_account(
         .map(str::to_owned)
         .context("aws_org.py add_account printed no account id")
 }
+
+/// Adds an Identity Store user as the seeding does (`{"user_name": …,
+/// "emails": […]}`), behind elevate's back; the new user's id.
+pub fn add_user(moto_url: &str, user: &Value) -> anyhow::Result<String> {
+    let id = run("add_user", moto_url, user)?;
+    id.as_str()
+        .map(str::to_owned)
+        .context("aws_org.py add_user printed no user id")
+}
+
+/// Deletes an Identity Store user, behind elevate's back.
+pub fn delete_user(moto_url: &str, user_id: &str) -> anyhow::Result<()> {
+    run("delete_user", moto_url, &json!({ "user_id": user_id }))?;
+    Ok(())
+}

@@ -1,7 +1,13 @@
 //! Finding people in the Identity Store: the user a grant is for, and
 //! readable names of the principals found holding assignments.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use aws_sdk_identitystore::types::User;
+use tokio::time::Instant;
 
 use super::api::{AwsError, PrincipalKind};
 
@@ -95,26 +101,160 @@ pub(crate) fn choose(users: &[User], name: &str, email: Option<&str>) -> UserMat
     }
 }
 
-/// Looks the user up by listing every user and comparing here: the
-/// Identity Store's own filters and `GetUserId` compare exactly (and
-/// differently on AWS and in moto), and only a full look can tell that a
-/// name or address matches more than one person.
-pub(crate) async fn find_user(
+/// How old a listing of the Identity Store may be and still answer a
+/// lookup (whose single match is then confirmed against the store).
+pub(crate) const LISTING_TTL: Duration = Duration::from_secs(300);
+/// A lookup the listing cannot answer lists again (someone may have
+/// been provisioned since), unless the same lookup already failed on a
+/// listing younger than this: someone the store does not know, asking
+/// again and again, costs one listing per this period, not one per
+/// request.
+pub(crate) const RELIST_AFTER: Duration = Duration::from_secs(10);
+
+/// The Identity Store's users as last listed, shared by every lookup.
+///
+/// A lookup compares here, over a full listing: the Identity Store's own
+/// filters and `GetUserId` compare exactly (and differently on AWS and in
+/// moto), and only a full look can tell that a name or address matches
+/// more than one person. Listing a large store takes a page per hundred
+/// users, so the listing is kept ([`LISTING_TTL`]) and a single match is
+/// confirmed with one `DescribeUser` (the address may have moved to
+/// someone else since); anything else (no match, several, a match that
+/// no longer holds) lists again before answering.
+#[derive(Default)]
+pub(crate) struct Directory {
+    /// Held while listing, so concurrent lookups wait for one listing
+    /// instead of each making their own.
+    listed: tokio::sync::Mutex<Option<Listed>>,
+    listings: AtomicU64,
+}
+
+struct Listed {
+    store: String,
+    at: Instant,
+    users: Arc<Vec<User>>,
+    /// Lookups (user name and e-mail) this listing could not answer.
+    missed: HashSet<String>,
+}
+
+impl Directory {
+    /// How many times the Identity Store was listed (tests, diagnostics).
+    pub(crate) fn listings(&self) -> u64 {
+        self.listings.load(Ordering::Relaxed)
+    }
+
+    /// The users, from the kept listing if `reuse` accepts it, else from
+    /// a new one.
+    async fn users(
+        &self,
+        client: &aws_sdk_identitystore::Client,
+        store: &str,
+        reuse: impl Fn(&Listed) -> bool,
+    ) -> Result<Arc<Vec<User>>, AwsError> {
+        let mut listed = self.listed.lock().await;
+        if let Some(l) = listed.as_ref() {
+            if l.store == store && reuse(l) {
+                return Ok(Arc::clone(&l.users));
+            }
+        }
+        let users: Vec<User> = client
+            .list_users()
+            .identity_store_id(store)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(|e| AwsError::from_sdk("ListUsers", &e))?;
+        self.listings.fetch_add(1, Ordering::Relaxed);
+        let users = Arc::new(users);
+        *listed = Some(Listed {
+            store: store.to_owned(),
+            at: Instant::now(),
+            users: Arc::clone(&users),
+            missed: HashSet::new(),
+        });
+        Ok(users)
+    }
+
+    /// Notes that the kept listing cannot answer `lookup`.
+    async fn missed(&self, store: &str, lookup: String) {
+        if let Some(l) = self.listed.lock().await.as_mut() {
+            if l.store == store {
+                l.missed.insert(lookup);
+            }
+        }
+    }
+
+    /// Who elevate user `name` with `email` is in the Identity Store (see
+    /// [`choose`]).
+    pub(crate) async fn find_user(
+        &self,
+        client: &aws_sdk_identitystore::Client,
+        store: &str,
+        name: &str,
+        email: Option<&str>,
+    ) -> Result<UserMatch, AwsError> {
+        let lookup = format!("{name}\u{1f}{}", email.unwrap_or_default());
+        let users = self
+            .users(client, store, |l| l.at.elapsed() <= LISTING_TTL)
+            .await?;
+        let confirmed_gone = match choose(&users, name, email) {
+            UserMatch::One(id) => {
+                if still_matches(client, store, &id, name, email).await? {
+                    return Ok(UserMatch::One(id));
+                }
+                // Gone or changed since the listing: only a new one tells.
+                true
+            }
+            _ => false,
+        };
+        let users = self
+            .users(client, store, |l| {
+                !confirmed_gone && l.at.elapsed() <= RELIST_AFTER && l.missed.contains(&lookup)
+            })
+            .await?;
+        let found = choose(&users, name, email);
+        if !matches!(found, UserMatch::One(_)) {
+            self.missed(store, lookup).await;
+        }
+        Ok(found)
+    }
+}
+
+/// Whether user `id` still has the requester's address (or, without one,
+/// user name), as the store says now.
+async fn still_matches(
     client: &aws_sdk_identitystore::Client,
-    identity_store_id: &str,
+    store: &str,
+    id: &str,
     name: &str,
     email: Option<&str>,
-) -> Result<UserMatch, AwsError> {
-    let users: Vec<User> = client
-        .list_users()
-        .identity_store_id(identity_store_id)
-        .into_paginator()
-        .items()
+) -> Result<bool, AwsError> {
+    let user = match client
+        .describe_user()
+        .identity_store_id(store)
+        .user_id(id)
         .send()
-        .collect::<Result<_, _>>()
         .await
-        .map_err(|e| AwsError::from_sdk("ListUsers", &e))?;
-    Ok(choose(&users, name, email))
+    {
+        Ok(user) => user,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            return Ok(false)
+        }
+        Err(e) => return Err(AwsError::from_sdk("DescribeUser", &e)),
+    };
+    Ok(match email {
+        Some(email) => user
+            .emails()
+            .iter()
+            .filter_map(|e| e.value())
+            .any(|value| same(value, email)),
+        None => user.user_name().is_some_and(|u| same(u, name)),
+    })
 }
 
 /// A user's user name or a group's display name; `None` when the

@@ -8,7 +8,9 @@
 //!   allows it: access there reaches the whole organization.
 //! - A grant's user is the Identity Store user with the requester's
 //!   e-mail address (or, for a requester without one, user name),
-//!   ignoring ASCII case. When the request is made, the user id and the
+//!   ignoring ASCII case, found in a listing of the store kept for a few
+//!   minutes and confirmed with one `DescribeUser` (see
+//!   [`directory::Directory`]). When the request is made, the user id and the
 //!   permission set's ARN are recorded with the grant
 //!   ([`GrantSpec::account`], `"{user_id} {permission_set_arn}"`), so
 //!   that its removal reaches the assignment that was made whatever
@@ -106,6 +108,8 @@ pub struct AwsIdentityCenter {
     /// it looks, so that a creation cannot finish after its removal.
     /// In memory: a restart forgets them.
     pending_creations: Mutex<HashMap<AssignmentTarget, BTreeSet<String>>>,
+    /// The Identity Store's users, listed at most every few minutes.
+    directory: directory::Directory,
 }
 
 #[derive(Debug, Clone)]
@@ -278,8 +282,15 @@ impl AwsIdentityCenter {
             adopted: RwLock::default(),
             account_locks: Mutex::default(),
             pending_creations: Mutex::default(),
+            directory: directory::Directory::default(),
             config,
         }
+    }
+
+    /// How many times the Identity Store has been listed to find users
+    /// (tests, diagnostics): lookups share a listing for a few minutes.
+    pub fn directory_listings(&self) -> u64 {
+        self.directory.listings()
     }
 
     fn adopted(&self) -> RwLockReadGuard<'_, Adopted> {
@@ -398,13 +409,15 @@ impl AwsIdentityCenter {
     async fn find_user(&self, grant: &GrantSpec) -> Result<String, ProviderError> {
         let instance = self.instance().await?;
         let store = &instance.identity_store_id;
-        let found = directory::find_user(
-            &self.identity_store,
-            store,
-            &grant.user,
-            grant.email.as_deref(),
-        )
-        .await?;
+        let found = self
+            .directory
+            .find_user(
+                &self.identity_store,
+                store,
+                &grant.user,
+                grant.email.as_deref(),
+            )
+            .await?;
         let who = format!("\"{}\"{}", grant.user, email_suffix(grant));
         match found {
             UserMatch::One(id) => Ok(id),

@@ -25,6 +25,11 @@ pub struct Principal {
     /// principal was looked up rather than presented (a deadline re-check).
     #[serde(skip)]
     pub auth: Option<Authn>,
+    /// The identity provider gave an address it says it has not verified
+    /// (`email_verified: false`): `email` is then empty, and nothing that
+    /// would have used the address may fall back to weaker evidence.
+    #[serde(skip)]
+    pub email_unverified: bool,
 }
 
 impl Principal {
@@ -36,6 +41,7 @@ impl Principal {
             groups: BTreeSet::new(),
             attributes: BTreeMap::new(),
             auth: None,
+            email_unverified: false,
         }
     }
 

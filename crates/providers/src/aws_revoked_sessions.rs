@@ -45,6 +45,25 @@ pub fn until(window_end: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(t)
 }
 
+/// `t` rounded up to the hour.
+pub fn until_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    let down = t
+        .with_minute(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(t);
+    if down == t {
+        t
+    } else {
+        down + Duration::hours(1)
+    }
+}
+
+/// The account id in an IAM ARN (`arn:aws:iam::ACCOUNT:role/…`).
+pub fn account_of(arn: &str) -> Option<&str> {
+    arn.split(':').nth(4).filter(|a| !a.is_empty())
+}
+
 /// The policy's name: IAM allows `[A-Za-z0-9+=,.@_-]`, up to 128
 /// characters; anything else in the id (elevate's ids have none) becomes
 /// `_`.
@@ -151,6 +170,24 @@ mod tests {
         assert_eq!(until_of(&name), Some(until));
         assert!(!expired(&name, at("2026-12-02T14:20:59Z")));
         assert!(expired(&name, at("2026-12-02T14:21:00Z")));
+    }
+
+    #[test]
+    fn hours_round_up_and_accounts_come_from_the_arn() {
+        assert_eq!(
+            until_hour(at("2026-12-02T14:05:30Z")),
+            at("2026-12-02T15:00:00Z")
+        );
+        assert_eq!(
+            until_hour(at("2026-12-02T14:00:00Z")),
+            at("2026-12-02T14:00:00Z")
+        );
+        assert_eq!(
+            account_of("arn:aws:iam::111122223333:role/Admin"),
+            Some("111122223333")
+        );
+        assert_eq!(account_of("arn:aws:iam:::role/Admin"), None);
+        assert_eq!(account_of("Admin"), None);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct AwsSts {
     sts: aws_sdk_sts::Client,
     /// With `revoke_sessions`: for the deny policies on each role.
     iam: Option<aws_sdk_iam::Client>,
+    /// The account of elevate's own credentials (`GetCallerIdentity`).
+    own_account: tokio::sync::OnceCell<String>,
     /// For the federation endpoint (not an AWS SDK service).
     http: reqwest::Client,
 }
@@ -68,6 +70,7 @@ impl AwsSts {
             config,
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
             iam,
+            own_account: tokio::sync::OnceCell::new(),
             http,
         })
     }
@@ -140,16 +143,24 @@ impl AwsSts {
             return Ok(());
         };
         let now = Utc::now();
-        let until = revoked::until(window_end);
+        // Every session of the grant ends with its window, and none lasts
+        // longer than max_session from now: the deny may go at the
+        // earlier of the two (rounded up to the hour for the latter, so a
+        // retried removal writes the same policy).
+        let until = revoked::until(window_end).min(revoked::until_hour(
+            now + chrono::Duration::seconds(self.config.max_session_secs) + revoked::GRACE,
+        ));
         if until <= now {
             return Ok(());
         }
-        // The ARN recorded when the request was made and today's, if the
-        // mapping changed since: sessions may have been issued on either.
-        let mut arns: Vec<&str> = grant.account.as_deref().into_iter().collect();
-        if let Some(current) = self.role_arn(&grant.role) {
-            if !arns.contains(&current) {
-                arns.push(current);
+        // Today's ARN, then the one recorded when the request was made if
+        // the mapping has changed since: sessions may have been issued on
+        // either.
+        let current = self.role_arn(&grant.role);
+        let mut arns: Vec<&str> = current.into_iter().collect();
+        if let Some(recorded) = grant.account.as_deref() {
+            if !arns.contains(&recorded) {
+                arns.push(recorded);
             }
         }
         if arns.is_empty() {
@@ -160,35 +171,105 @@ impl AwsSts {
         }
         let name = revoked::policy_name(&grant.request_id, until);
         let document = revoked::document(&tag_value(&grant.request_id));
+        let own_account = self.own_account().await?;
+        // Every ARN is tried before an error is returned: one that cannot
+        // be written must not keep the others from being denied.
+        let mut failed = None;
         for arn in arns {
-            let Some(role) = revoked::role_name(arn) else {
-                return Err(ProviderError::Permanent(format!(
-                    "\"{arn}\" is not an IAM role ARN"
-                )));
-            };
-            // Room first: IAM caps the size of a role's inline policies.
-            Self::prune(iam, role, now).await;
-            iam.put_role_policy()
-                .role_name(role)
-                .policy_name(&name)
-                .policy_document(&document)
-                .send()
-                .await
-                .map_err(|e| {
-                    let why = iam_message(role, &e);
-                    if e.code() == Some("LimitExceeded") {
-                        ProviderError::Retryable(format!(
-                            "{why}: the role's inline policies are at IAM's size limit (10,240 characters in all); each revoked grant whose window has not ended holds one, and they are deleted after it ends"
-                        ))
-                    } else {
-                        ProviderError::Retryable(why)
-                    }
-                })?;
-            tracing::info!(request = %grant.request_id, role, policy = %name, "sessions of the grant ended early denied");
+            let is_current = Some(arn) == current;
+            let outcome = self
+                .deny_on(iam, arn, &own_account, &name, &document, now)
+                .await;
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(request = %grant.request_id, role_arn = arn, policy = %name, "sessions of the grant ended early denied");
+                }
+                // A role no longer mapped and since deleted: its sessions
+                // can no longer act.
+                Err(RoleMissing(_)) if !is_current => {
+                    tracing::info!(request = %grant.request_id, role_arn = arn, "the role recorded with the grant no longer exists; nothing to deny there");
+                }
+                Err(RoleMissing(e) | Other(e)) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The account elevate's own credentials are in, asked once.
+    async fn own_account(&self) -> Result<String, ProviderError> {
+        self.own_account
+            .get_or_try_init(|| async {
+                let me = self
+                    .sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| ProviderError::Retryable(aws_message(&e)))?;
+                me.account().map(str::to_owned).ok_or_else(|| {
+                    ProviderError::Retryable(
+                        "AWS STS did not say which account elevate's credentials are in".into(),
+                    )
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// Writes the deny policy `name` on the role `arn`.
+    async fn deny_on(
+        &self,
+        iam: &aws_sdk_iam::Client,
+        arn: &str,
+        own_account: &str,
+        name: &str,
+        document: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), DenyError> {
+        let Some(role) = revoked::role_name(arn) else {
+            return Err(Other(ProviderError::Permanent(format!(
+                "\"{arn}\" is not an IAM role ARN"
+            ))));
+        };
+        if revoked::account_of(arn) != Some(own_account) {
+            // IAM's role calls take a name, in the caller's own account.
+            return Err(Other(ProviderError::Retryable(format!(
+                "revoke_sessions cannot deny sessions on {arn}: elevate writes role policies with its own credentials, which are in account {own_account}"
+            ))));
+        }
+        // Room first: IAM caps the size of a role's inline policies.
+        Self::prune(iam, role, now).await;
+        match iam
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(name)
+            .policy_document(document)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let why = iam_message(role, &e);
+                Err(match e.code() {
+                    Some("NoSuchEntity") => RoleMissing(ProviderError::Retryable(why)),
+                    Some("LimitExceeded") => Other(ProviderError::Retryable(format!(
+                        "{why}: the role's inline policies are at IAM's size limit (10,240 characters in all); each grant revoked in the last max_session holds one, and they are deleted once their sessions have expired"
+                    ))),
+                    _ => Other(ProviderError::Retryable(why)),
+                })
+            }
+        }
     }
 }
+
+/// Why a deny could not be written.
+enum DenyError {
+    /// The role does not exist (IAM's `NoSuchEntity`).
+    RoleMissing(ProviderError),
+    Other(ProviderError),
+}
+use DenyError::{Other, RoleMissing};
 
 fn iam_message<E, R>(role: &str, e: &aws_sdk_iam::error::SdkError<E, R>) -> String
 where
@@ -387,6 +468,13 @@ impl Provider for AwsSts {
                     problems.push(format!("role {role}: \"{arn}\" is not an IAM role ARN"));
                     continue;
                 };
+                match self.own_account().await {
+                    Ok(own) if revoked::account_of(arn) != Some(own.as_str()) => {
+                        problems.push(format!("role {role}: revoke_sessions writes role policies with elevate's own credentials, which are in account {own}, not in the account of {arn}"));
+                        continue;
+                    }
+                    _ => {}
+                }
                 if let Err(e) = Self::role_policies(iam, name).await {
                     problems.push(format!("role {role}: {e} (revoke_sessions needs iam:ListRolePolicies, iam:PutRolePolicy and iam:DeleteRolePolicy on it)"));
                 }

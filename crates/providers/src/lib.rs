@@ -44,6 +44,10 @@ pub struct GrantSpec {
     /// The requester's elevate user name (lowercase).
     pub user: String,
     pub email: Option<String>,
+    /// The requester's identity provider gave an address it has not
+    /// verified (so `email` is empty): a provider that finds people by
+    /// address must not fall back to the user name.
+    pub email_unverified: bool,
     /// The account on the target this grant was given to, as recorded when
     /// the request was made ([`Provider::account`]). Providers use it over
     /// their current mapping, so changing the mapping while a grant runs

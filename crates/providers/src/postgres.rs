@@ -577,6 +577,7 @@ mod tests {
             account: None,
             window_ends_at: None,
             ended_early: false,
+            email_unverified: false,
         }
     }
 

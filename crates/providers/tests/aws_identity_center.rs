@@ -175,6 +175,7 @@ fn spec(resource: &str, role: &str, user: &str, email: Option<&str>) -> GrantSpe
         account: None,
         window_ends_at: None,
         ended_early: false,
+        email_unverified: false,
     }
 }
 
@@ -466,6 +467,17 @@ async fn prepare_refuses_a_user_the_identity_store_does_not_have() -> anyhow::Re
     );
     assert!(message.contains(&f.seeded.identity_store_id), "{message}");
     assert!(message.contains("ask an administrator"), "{message}");
+
+    // "Bob" is in the store, found by user name for a requester without
+    // an e-mail; but not for one whose provider gave an address it has
+    // not verified: the user name is weaker evidence than that address.
+    let mut unverified = spec(&f.account("payments-prod"), "ReadOnly", "bob", None);
+    unverified.email_unverified = true;
+    let message = permanent(f.provider.prepare(&unverified).await)?;
+    assert!(
+        message.contains("has not verified the e-mail address of \"bob\""),
+        "{message}"
+    );
     Ok(())
 }
 

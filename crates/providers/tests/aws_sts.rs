@@ -39,6 +39,10 @@ fn config(moto: &MotoServer, revoke: bool) -> AwsStsConfig {
                 "auditor".to_owned(),
                 "arn:aws:iam::123456789012:role/teams/Missing".to_owned(),
             ),
+            (
+                "partner".to_owned(),
+                "arn:aws:iam::999999999999:role/Partner".to_owned(),
+            ),
         ]),
         revoke_sessions: revoke,
         iam_endpoint_url: Some(moto.url()),
@@ -130,6 +134,7 @@ fn grant(request: &str, role: &str, ends_in: Duration, early: bool) -> GrantSpec
         account: None,
         window_ends_at: Some(Utc::now() + ends_in),
         ended_early: early,
+        email_unverified: false,
     }
 }
 
@@ -262,6 +267,15 @@ async fn the_role_recorded_at_request_time_is_denied_too() -> Result<()> {
     provider.remove(&moved).await?;
     ensure!(denied(&iam, "OldAdmin").await? == ["r-moved"]);
     ensure!(denied(&iam, "Admin").await? == ["r-moved"]);
+    // The recorded role deleted since (why the mapping changed): its
+    // sessions cannot act any more, and today's role is still denied.
+    let gone = GrantSpec {
+        request_id: "r-gone".to_owned(),
+        account: Some("arn:aws:iam::123456789012:role/DeletedAdmin".to_owned()),
+        ..moved.clone()
+    };
+    provider.remove(&gone).await?;
+    ensure!(denied(&iam, "Admin").await? == ["r-gone", "r-moved"]);
     // Grants are keyed by request: another grant of the same person and
     // role never keeps one from being handled.
     let other = grant("r-other", "admin", Duration::minutes(10), true);
@@ -283,10 +297,24 @@ async fn a_missing_role_fails_the_removal_naming_it_and_check_config_says_so() -
     ensure!(err.is_retryable(), "{err}");
     ensure!(err.to_string().contains("Missing"), "{err}");
     let problems = provider.validate().await?;
-    ensure!(problems.len() == 1, "{problems:?}");
+    ensure!(problems.len() == 2, "{problems:?}");
     ensure!(
         problems[0].contains("role auditor") && problems[0].contains("iam:PutRolePolicy"),
         "{problems:?}"
+    );
+    // A role in another account: IAM's role calls act in elevate's own.
+    ensure!(
+        problems[1].contains("role partner") && problems[1].contains("account 123456789012"),
+        "{problems:?}"
+    );
+    let err = provider
+        .remove(&grant("r-4", "partner", Duration::minutes(10), true))
+        .await
+        .err()
+        .context("a deny in another account was reported written")?;
+    ensure!(
+        err.to_string().contains("999999999999:role/Partner"),
+        "{err}"
     );
 
     // Without revoke_sessions nothing is asked of IAM at all.

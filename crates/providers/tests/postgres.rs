@@ -71,6 +71,7 @@ fn grant(role: &str, user: &str) -> GrantSpec {
         account: None,
         window_ends_at: None,
         ended_early: false,
+        email_unverified: false,
     }
 }
 

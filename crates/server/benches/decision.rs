@@ -189,6 +189,7 @@ async fn run() -> Result<serde_json::Value> {
             account: None,
             window_ends_at: None,
             ended_early: false,
+            email_unverified: false,
         };
         tx.put_request(&active.request, &provider.grant_key(&spec), now)
             .await?;

@@ -56,6 +56,7 @@ fn ask(account: &str, i: usize) -> GrantSpec {
         account: None,
         window_ends_at: None,
         ended_early: false,
+        email_unverified: false,
     }
 }
 

@@ -147,6 +147,7 @@ async fn run() -> Result<serde_json::Value> {
                 account: None,
                 window_ends_at: None,
                 ended_early: false,
+                email_unverified: false,
             };
             let key = provider.grant_key(&spec);
             tx.put_request(&active.request, &key, created).await?;

@@ -150,10 +150,11 @@ impl Broker {
     }
 
     async fn grant_spec(&self, r: &Request) -> Result<GrantSpec, ApiError> {
-        let email = self
-            .person(&r.requester)
-            .await?
+        let person = self.person(&r.requester).await?;
+        let email = person
+            .as_ref()
             .and_then(|p| p.email.as_ref().map(|e| e.as_str().to_owned()));
+        let email_unverified = person.as_ref().is_some_and(|p| p.email_unverified);
         Ok(GrantSpec {
             request_id: r.id.to_string(),
             target: r.target.to_string(),
@@ -161,6 +162,7 @@ impl Broker {
             role: r.role.to_string(),
             user: r.requester.to_string(),
             email,
+            email_unverified,
             account: None,
             window_ends_at: r.state.window().map(|w| w.ends_at),
             ended_early: !matches!(

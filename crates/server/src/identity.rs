@@ -27,6 +27,9 @@ use crate::oidc::{Oidc, Verified};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub email: Option<String>,
+    /// The provider said the address it gave is not verified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_unverified: bool,
     pub display_name: Option<String>,
     pub groups: Vec<String>,
     pub attributes: BTreeMap<String, String>,
@@ -36,6 +39,7 @@ impl Profile {
     pub fn principal(&self, name: UserName) -> Principal {
         let mut p = Principal::new(name);
         p.email = self.email.as_deref().and_then(|e| Email::parse(e).ok());
+        p.email_unverified = self.email_unverified;
         p.display_name = self.display_name.clone();
         p.groups = self
             .groups
@@ -46,9 +50,10 @@ impl Profile {
         p
     }
 
-    fn of(p: &Principal) -> Profile {
+    pub(crate) fn of(p: &Principal) -> Profile {
         Profile {
             email: p.email.as_ref().map(|e| e.as_str().to_owned()),
+            email_unverified: p.email_unverified,
             display_name: p.display_name.clone(),
             groups: p.groups.iter().map(|g| g.as_str().to_owned()).collect(),
             attributes: p.attributes.clone(),
@@ -153,14 +158,20 @@ impl Broker {
             // to type: it must not become this person's (mail about their
             // access, the AWS Identity Store user they are matched with).
             // A provider that does not say is taken at its word.
-            let unverified = matches!(v.claims.get("email_verified"), Some(Value::Bool(false)))
-                || v.claims.get("email_verified").and_then(Value::as_str) == Some("false");
+            // `email_verified` speaks of the standard `email` claim only.
+            let verified = v
+                .claims
+                .get("email_verified")
+                .filter(|_| s.email_claim == "email");
+            let unverified = matches!(verified, Some(Value::Bool(false)))
+                || verified.and_then(Value::as_str) == Some("false");
             p.email = if unverified {
                 tracing::info!(user = %name, "the identity provider marks this user's e-mail address unverified; it is not used");
                 None
             } else {
                 Email::parse(e).ok()
             };
+            p.email_unverified = unverified;
         }
         if let Some(n) = v.str("name") {
             p.display_name = Some(n.to_owned());

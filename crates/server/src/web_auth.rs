@@ -421,16 +421,7 @@ async fn callback(
         name: principal.name.to_string(),
         issuer: verified.str("iss").unwrap_or_default().to_owned(),
         subject: verified.str("sub").unwrap_or_default().to_owned(),
-        profile: Profile {
-            email: principal.email.as_ref().map(|e| e.as_str().to_owned()),
-            display_name: principal.display_name.clone(),
-            groups: principal
-                .groups
-                .iter()
-                .map(|g| g.as_str().to_owned())
-                .collect(),
-            attributes: principal.attributes.clone(),
-        },
+        profile: Profile::of(&principal),
         acr: auth.as_ref().and_then(|a| a.acr.clone()),
         amr: auth.as_ref().map(|a| a.amr.clone()).unwrap_or_default(),
         auth_time: auth.and_then(|a| a.auth_time).map(|t| t.timestamp()),

@@ -53,9 +53,16 @@ pub fn free_port() -> anyhow::Result<u16> {
     // Up to 12,000 ports below the ephemeral range, above 10,000.
     let floor = low.saturating_sub(12_000).max(10_000);
     if low > floor + 1_000 {
+        // Never the same port twice in this process: one handed out may
+        // not be bound yet, or be a stopped peer's, waiting to come back.
+        static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for _ in 0..64 {
             let port = floor + u16::try_from(random() % u64::from(low - floor)).unwrap_or(0);
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
                 return Ok(port);
             }
         }

@@ -1,9 +1,9 @@
 //! Finding people in the Identity Store: the user a grant is for, and
 //! readable names of the principals found holding assignments.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use aws_sdk_identitystore::types::User;
@@ -105,10 +105,9 @@ pub(crate) fn choose(users: &[User], name: &str, email: Option<&str>) -> UserMat
 /// lookup (whose single match is then confirmed against the store).
 pub(crate) const LISTING_TTL: Duration = Duration::from_secs(300);
 /// A lookup the listing cannot answer lists again (someone may have
-/// been provisioned since), unless the same lookup already failed on a
-/// listing younger than this: someone the store does not know, asking
-/// again and again, costs one listing per this period, not one per
-/// request.
+/// been provisioned since), unless the same lookup found no one less
+/// than this ago: someone the store does not know, asking again and
+/// again, costs one listing per this period, not one per request.
 pub(crate) const RELIST_AFTER: Duration = Duration::from_secs(10);
 
 /// The Identity Store's users as last listed, shared by every lookup.
@@ -123,18 +122,20 @@ pub(crate) const RELIST_AFTER: Duration = Duration::from_secs(10);
 /// no longer holds) lists again before answering.
 #[derive(Default)]
 pub(crate) struct Directory {
-    /// Held while listing, so concurrent lookups wait for one listing
-    /// instead of each making their own.
-    listed: tokio::sync::Mutex<Option<Listed>>,
+    /// The last listing, replaced whole; lookups read it without waiting.
+    listed: std::sync::RwLock<Option<Arc<Listed>>>,
+    /// Held while listing, so lookups that need a new listing wait for
+    /// one instead of each making their own.
+    listing: tokio::sync::Mutex<()>,
+    /// Lookups (user name and e-mail) no listing could answer, and when.
+    missed: std::sync::Mutex<HashMap<String, Instant>>,
     listings: AtomicU64,
 }
 
 struct Listed {
     store: String,
     at: Instant,
-    users: Arc<Vec<User>>,
-    /// Lookups (user name and e-mail) this listing could not answer.
-    missed: HashSet<String>,
+    users: Vec<User>,
 }
 
 impl Directory {
@@ -143,19 +144,25 @@ impl Directory {
         self.listings.load(Ordering::Relaxed)
     }
 
-    /// The users, from the kept listing if `reuse` accepts it, else from
-    /// a new one.
+    fn current(&self, store: &str) -> Option<Arc<Listed>> {
+        let listed = self.listed.read().unwrap_or_else(PoisonError::into_inner);
+        listed.as_ref().filter(|l| l.store == store).map(Arc::clone)
+    }
+
+    /// The kept listing if `acceptable` takes it, else a new one.
     async fn users(
         &self,
         client: &aws_sdk_identitystore::Client,
         store: &str,
-        reuse: impl Fn(&Listed) -> bool,
-    ) -> Result<Arc<Vec<User>>, AwsError> {
-        let mut listed = self.listed.lock().await;
-        if let Some(l) = listed.as_ref() {
-            if l.store == store && reuse(l) {
-                return Ok(Arc::clone(&l.users));
-            }
+        acceptable: impl Fn(&Listed) -> bool,
+    ) -> Result<Arc<Listed>, AwsError> {
+        if let Some(l) = self.current(store).filter(|l| acceptable(l)) {
+            return Ok(l);
+        }
+        let _one_at_a_time = self.listing.lock().await;
+        // Another lookup may have listed while this one waited.
+        if let Some(l) = self.current(store).filter(|l| acceptable(l)) {
+            return Ok(l);
         }
         let users: Vec<User> = client
             .list_users()
@@ -167,23 +174,26 @@ impl Directory {
             .await
             .map_err(|e| AwsError::from_sdk("ListUsers", &e))?;
         self.listings.fetch_add(1, Ordering::Relaxed);
-        let users = Arc::new(users);
-        *listed = Some(Listed {
+        let listed = Arc::new(Listed {
             store: store.to_owned(),
             at: Instant::now(),
-            users: Arc::clone(&users),
-            missed: HashSet::new(),
+            users,
         });
-        Ok(users)
+        *self.listed.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&listed));
+        Ok(listed)
     }
 
-    /// Notes that the kept listing cannot answer `lookup`.
-    async fn missed(&self, store: &str, lookup: String) {
-        if let Some(l) = self.listed.lock().await.as_mut() {
-            if l.store == store {
-                l.missed.insert(lookup);
-            }
-        }
+    fn missed_lately(&self, lookup: &str) -> bool {
+        let missed = self.missed.lock().unwrap_or_else(PoisonError::into_inner);
+        missed
+            .get(lookup)
+            .is_some_and(|at| at.elapsed() <= RELIST_AFTER)
+    }
+
+    fn note_miss(&self, lookup: String) {
+        let mut missed = self.missed.lock().unwrap_or_else(PoisonError::into_inner);
+        missed.retain(|_, at| at.elapsed() <= RELIST_AFTER);
+        missed.insert(lookup, Instant::now());
     }
 
     /// Who elevate user `name` with `email` is in the Identity Store (see
@@ -196,27 +206,31 @@ impl Directory {
         email: Option<&str>,
     ) -> Result<UserMatch, AwsError> {
         let lookup = format!("{name}\u{1f}{}", email.unwrap_or_default());
-        let users = self
+        let started = Instant::now();
+        let listed = self
             .users(client, store, |l| l.at.elapsed() <= LISTING_TTL)
             .await?;
-        let confirmed_gone = match choose(&users, name, email) {
+        // What a listing must be at least as new as to answer for sure.
+        let fresh_since = match choose(&listed.users, name, email) {
             UserMatch::One(id) => {
                 if still_matches(client, store, &id, name, email).await? {
                     return Ok(UserMatch::One(id));
                 }
-                // Gone or changed since the listing: only a new one tells.
-                true
+                // Gone or changed since that listing: only a newer one
+                // tells who has the address now.
+                Instant::now()
             }
-            _ => false,
+            _ => started,
         };
-        let users = self
-            .users(client, store, |l| {
-                !confirmed_gone && l.at.elapsed() <= RELIST_AFTER && l.missed.contains(&lookup)
-            })
+        // A lookup that found no one a moment ago (someone not
+        // provisioned, asking again and again) does not list again yet.
+        let recently_missed = self.missed_lately(&lookup);
+        let listed = self
+            .users(client, store, |l| l.at >= fresh_since || recently_missed)
             .await?;
-        let found = choose(&users, name, email);
+        let found = choose(&listed.users, name, email);
         if !matches!(found, UserMatch::One(_)) {
-            self.missed(store, lookup).await;
+            self.note_miss(lookup);
         }
         Ok(found)
     }

@@ -407,6 +407,15 @@ impl AwsIdentityCenter {
     /// The Identity Store user id of the grant's user (see
     /// [`directory::choose`]).
     async fn find_user(&self, grant: &GrantSpec) -> Result<String, ProviderError> {
+        if grant.email_unverified {
+            // The user name alone would be weaker evidence than the
+            // address this person would otherwise be matched by.
+            return Err(ProviderError::Permanent(format!(
+                "the identity provider has not verified the e-mail address of \"{}\", and the \
+                 IAM Identity Center user is found by a verified one; ask an administrator",
+                grant.user
+            )));
+        }
         let instance = self.instance().await?;
         let store = &instance.identity_store_id;
         let found = self
@@ -1050,6 +1059,7 @@ mod tests {
             account: account.map(str::to_owned),
             window_ends_at: None,
             ended_early: false,
+            email_unverified: false,
         }
     }
 

@@ -133,8 +133,9 @@ pub fn default_routes() -> BTreeMap<String, Route> {
         ),
         (BREAK_GLASS_USED, r(&[Admins, Approvers, Requester], true)),
         // Access given outside elevate, found by reconciliation (and when
-        // that changes): for those who run the broker.
-        (TARGET_UNMANAGED_ACCESS, r(&[Admins], true)),
+        // that changes): for those who run the broker. Not to chat unless
+        // routed there: a channel's readers are not known to be admins.
+        (TARGET_UNMANAGED_ACCESS, r(&[Admins], false)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -110,7 +110,12 @@ pub async fn plan(
         return Ok(Vec::new());
     };
     let Some(id) = rec.request.as_deref() else {
-        return plan_target(b, settings, people, rec, key, route);
+        // The one event about a target rather than a request; any other
+        // without a request is not routed.
+        if key == super::TARGET_UNMANAGED_ACCESS {
+            return plan_target(b, settings, people, rec, key, route);
+        }
+        return Ok(Vec::new());
     };
     let Ok(id) = elevate_core::values::RequestId::parse(id) else {
         return Ok(Vec::new());

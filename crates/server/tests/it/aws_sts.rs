@@ -638,7 +638,7 @@ async fn revoking_a_grant_denies_the_sessions_it_issued_and_a_grant_that_runs_ou
     ensure!(status == StatusCode::OK, "{status} {c}");
 
     // A grant that runs out: its sessions expired with its window.
-    let short = active_grant(&app, "alice", "aws", "3s").await?;
+    let short = active_grant(&app, "alice", "aws", "10s").await?;
     app.wait_state(&short, "ended", WAIT).await?;
     ensure!(denied(&iam).await? == std::slice::from_ref(&id));
     app.stop().await;

@@ -98,6 +98,15 @@ fn add<'p>(to: &mut BTreeMap<String, (&'p Principal, Role)>, p: &'p Principal, r
     }
 }
 
+/// A mail as the outbox stores it.
+fn encoded(mail: &render::Mail) -> Result<String, ApiError> {
+    serde_json::to_string(mail).map_err(|e| {
+        ApiError::Store(elevate_store::StoreError::Corrupt(format!(
+            "cannot encode a message: {e}"
+        )))
+    })
+}
+
 /// The deliveries `rec` causes under `settings`.
 pub async fn plan(
     b: &Broker,
@@ -193,12 +202,7 @@ pub async fn plan(
             }
         }
         for (address, (p, role)) in to {
-            let mail = render::email(b, rec, key, r, p, role);
-            let doc = serde_json::to_string(&mail).map_err(|e| {
-                ApiError::Store(elevate_store::StoreError::Corrupt(format!(
-                    "cannot encode a message: {e}"
-                )))
-            })?;
+            let doc = encoded(&render::email(b, rec, key, r, p, role))?;
             out.push(new("email".into(), address, doc));
         }
     }
@@ -249,12 +253,7 @@ fn plan_target(
             add(&mut to, p, Role::Admin);
         }
         for (address, (p, _)) in to {
-            let mail = render::target_email(b, rec, target, p);
-            let doc = serde_json::to_string(&mail).map_err(|e| {
-                ApiError::Store(elevate_store::StoreError::Corrupt(format!(
-                    "cannot encode a message: {e}"
-                )))
-            })?;
+            let doc = encoded(&render::target_email(b, rec, target, p))?;
             out.push(new("email".into(), address, doc));
         }
     }

@@ -226,22 +226,26 @@ pub fn email(
     }
     html.push_str("<p style=\"color:#666\">elevate, just-in-time access</p></body></html>");
 
-    let subject = format!("[elevate] {headline}");
     Mail {
-        email: Email {
-            to: to
-                .email
-                .as_ref()
-                .map(|e| e.as_str().to_owned())
-                .unwrap_or_default(),
-            to_name: to.display_name.clone(),
-            subject,
-            text,
-            html,
-            thread: Some(r.id.to_string()),
-        },
+        email: addressed(to, &headline, text, html, r.id.to_string()),
         approve_as: links.then(|| to.name.to_string()),
         request: r.id.to_string(),
+    }
+}
+
+/// A message to `to` about `headline`, in the conversation `thread`.
+fn addressed(to: &Principal, headline: &str, text: String, html: String, thread: String) -> Email {
+    Email {
+        to: to
+            .email
+            .as_ref()
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_default(),
+        to_name: to.display_name.clone(),
+        subject: format!("[elevate] {headline}"),
+        text,
+        html,
+        thread: Some(thread),
     }
 }
 
@@ -445,19 +449,8 @@ pub fn target_email(b: &Broker, rec: &AuditRecord, target: &str, to: &Principal)
         escape_html(&url)
     ));
     Mail {
-        email: Email {
-            to: to
-                .email
-                .as_ref()
-                .map(|e| e.as_str().to_owned())
-                .unwrap_or_default(),
-            to_name: to.display_name.clone(),
-            subject: format!("[elevate] {headline}"),
-            text,
-            html,
-            // One conversation per target in mail programs.
-            thread: Some(format!("target-{target}")),
-        },
+        // One conversation per target in mail programs.
+        email: addressed(to, &headline, text, html, format!("target-{target}")),
         approve_as: None,
         request: String::new(),
     }

@@ -9,6 +9,7 @@
 //! Credentials already issued live until they expire; the server bounds
 //! each session by the grant's window so none outlives it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,6 +39,9 @@ pub struct AwsSts {
     iam: Option<aws_sdk_iam::Client>,
     /// The account of elevate's own credentials (`GetCallerIdentity`).
     own_account: tokio::sync::OnceCell<String>,
+    /// IAM clients for other accounts, on credentials of
+    /// `revoke_via_role` there, with when those expire.
+    other_accounts: tokio::sync::Mutex<HashMap<String, (aws_sdk_iam::Client, DateTime<Utc>)>>,
     /// For the federation endpoint (not an AWS SDK service).
     http: reqwest::Client,
 }
@@ -71,6 +75,7 @@ impl AwsSts {
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
             iam,
             own_account: tokio::sync::OnceCell::new(),
+            other_accounts: tokio::sync::Mutex::default(),
             http,
         })
     }
@@ -171,15 +176,15 @@ impl AwsSts {
         }
         let name = revoked::policy_name(&grant.request_id, until);
         let document = revoked::document(&tag_value(&grant.request_id));
-        let own_account = self.own_account().await?;
         // Every ARN is tried before an error is returned: one that cannot
         // be written must not keep the others from being denied.
         let mut failed = None;
         for arn in arns {
             let is_current = Some(arn) == current;
-            let outcome = self
-                .deny_on(iam, arn, &own_account, &name, &document, now)
-                .await;
+            let outcome = match self.iam_for(iam, arn).await {
+                Ok(iam) => self.deny_on(&iam, arn, &name, &document, now).await,
+                Err(e) => Err(Other(e)),
+            };
             match outcome {
                 Ok(()) => {
                     tracing::info!(request = %grant.request_id, role_arn = arn, policy = %name, "sessions of the grant ended early denied");
@@ -217,12 +222,78 @@ impl AwsSts {
             .cloned()
     }
 
-    /// Writes the deny policy `name` on the role `arn`.
+    /// An IAM client that acts in the account of role `arn`: IAM's role
+    /// calls take a name and act in the caller's own account. Elevate's
+    /// own client there; in another account, one on credentials of
+    /// `revoke_via_role` in that account (kept until shortly before they
+    /// expire).
+    async fn iam_for(
+        &self,
+        own: &aws_sdk_iam::Client,
+        arn: &str,
+    ) -> Result<aws_sdk_iam::Client, ProviderError> {
+        let own_account = self.own_account().await?;
+        let Some(account) = revoked::account_of(arn) else {
+            return Err(ProviderError::Permanent(format!(
+                "\"{arn}\" is not an IAM role ARN"
+            )));
+        };
+        if account == own_account {
+            return Ok(own.clone());
+        }
+        let Some(template) = &self.config.revoke_via_role else {
+            return Err(ProviderError::Retryable(format!(
+                "revoke_sessions cannot deny sessions on {arn}: elevate's credentials are in account {own_account}, and no revoke_via_role is configured to write role policies in account {account}"
+            )));
+        };
+        let mut cached = self.other_accounts.lock().await;
+        let now = Utc::now();
+        if let Some((client, expires)) = cached.get(account) {
+            if *expires > now + chrono::Duration::minutes(5) {
+                return Ok(client.clone());
+            }
+        }
+        let via = template.replace("{account}", account);
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(&via)
+            .role_session_name("elevate-revoke-sessions")
+            .duration_seconds(3600)
+            .send()
+            .await
+            .map_err(|e| {
+                ProviderError::Retryable(format!(
+                    "cannot assume {via} to deny sessions in account {account}: {}",
+                    aws_message(&e)
+                ))
+            })?;
+        let c = out.credentials().ok_or_else(|| {
+            ProviderError::Retryable(format!("AWS STS answered no credentials for {via}"))
+        })?;
+        let expires = to_chrono(c.expiration()).unwrap_or(now);
+        let config = own
+            .config()
+            .to_builder()
+            .credentials_provider(aws_sdk_iam::config::Credentials::new(
+                c.access_key_id(),
+                c.secret_access_key(),
+                Some(c.session_token().to_owned()),
+                None,
+                "elevate-revoke-via-role",
+            ))
+            .build();
+        let client = aws_sdk_iam::Client::from_conf(config);
+        cached.insert(account.to_owned(), (client.clone(), expires));
+        Ok(client)
+    }
+
+    /// Writes the deny policy `name` on the role `arn`, with an IAM client
+    /// acting in the role's account.
     async fn deny_on(
         &self,
         iam: &aws_sdk_iam::Client,
         arn: &str,
-        own_account: &str,
         name: &str,
         document: &str,
         now: DateTime<Utc>,
@@ -232,12 +303,6 @@ impl AwsSts {
                 "\"{arn}\" is not an IAM role ARN"
             ))));
         };
-        if revoked::account_of(arn) != Some(own_account) {
-            // IAM's role calls take a name, in the caller's own account.
-            return Err(Other(ProviderError::Retryable(format!(
-                "revoke_sessions cannot deny sessions on {arn}: elevate writes role policies with its own credentials, which are in account {own_account}"
-            ))));
-        }
         // Room first: IAM caps the size of a role's inline policies.
         Self::prune(iam, role, now).await;
         match iam
@@ -468,14 +533,14 @@ impl Provider for AwsSts {
                     problems.push(format!("role {role}: \"{arn}\" is not an IAM role ARN"));
                     continue;
                 };
-                match self.own_account().await {
-                    Ok(own) if revoked::account_of(arn) != Some(own.as_str()) => {
-                        problems.push(format!("role {role}: revoke_sessions writes role policies with elevate's own credentials, which are in account {own}, not in the account of {arn}"));
+                let iam = match self.iam_for(iam, arn).await {
+                    Ok(iam) => iam,
+                    Err(e) => {
+                        problems.push(format!("role {role}: {e}"));
                         continue;
                     }
-                    _ => {}
-                }
-                if let Err(e) = Self::role_policies(iam, name).await {
+                };
+                if let Err(e) = Self::role_policies(&iam, name).await {
                     problems.push(format!("role {role}: {e} (revoke_sessions needs iam:ListRolePolicies, iam:PutRolePolicy and iam:DeleteRolePolicy on it)"));
                 }
             }

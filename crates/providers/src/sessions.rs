@@ -64,6 +64,10 @@ pub struct AwsStsConfig {
     pub revoke_sessions: bool,
     /// An IAM endpoint other than AWS's (tests point it at moto).
     pub iam_endpoint_url: Option<String>,
+    /// For roles in other accounts than elevate's own: the role elevate
+    /// assumes there to write their policies, with `{account}` standing
+    /// for the account (`arn:aws:iam::{account}:role/ElevateRevoker`).
+    pub revoke_via_role: Option<String>,
 }
 
 /// What a session is asked for.

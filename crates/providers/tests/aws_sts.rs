@@ -46,25 +46,66 @@ fn config(moto: &MotoServer, revoke: bool) -> AwsStsConfig {
         ]),
         revoke_sessions: revoke,
         iam_endpoint_url: Some(moto.url()),
+        revoke_via_role: None,
     }
 }
 
-/// An IAM client of the test's own on moto.
+/// An IAM client of the test's own on moto, in moto's default account.
 fn iam(moto: &MotoServer) -> aws_sdk_iam::Client {
-    use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
-    let http = aws_smithy_http_client::Builder::new()
+    iam_as(
+        moto,
+        aws_sdk_iam::config::Credentials::new("testing", "testing", None, None, "test"),
+    )
+}
+
+fn iam_as(moto: &MotoServer, credentials: aws_sdk_iam::config::Credentials) -> aws_sdk_iam::Client {
+    use aws_sdk_iam::config::{BehaviorVersion, Region};
+    let conf = aws_sdk_iam::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .endpoint_url(moto.url())
+        .http_client(https())
+        .build();
+    aws_sdk_iam::Client::from_conf(conf)
+}
+
+fn https() -> aws_sdk_iam::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
         ))
-        .build_https();
-    let conf = aws_sdk_iam::Config::builder()
+        .build_https()
+}
+
+/// An IAM client acting in `account`: moto keeps accounts apart by the
+/// account of the credentials, so these are an assumed role's there.
+async fn iam_in_account(moto: &MotoServer, account: &str) -> Result<aws_sdk_iam::Client> {
+    use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_sts::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
         .endpoint_url(moto.url())
-        .http_client(http)
+        .http_client(https())
         .build();
-    aws_sdk_iam::Client::from_conf(conf)
+    let out = aws_sdk_sts::Client::from_conf(conf)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account}:role/Tester"))
+        .role_session_name("tester")
+        .send()
+        .await?;
+    let c = out.credentials().context("no credentials")?;
+    Ok(iam_as(
+        moto,
+        aws_sdk_iam::config::Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            None,
+            "test",
+        ),
+    ))
 }
 
 async fn create_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<()> {
@@ -325,5 +366,41 @@ async fn a_missing_role_fails_the_removal_naming_it_and_check_config_says_so() -
         .await?;
     ensure!(revocations(&iam, "Admin").await?.is_empty());
     ensure!(off.validate().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn roles_in_other_accounts_are_denied_through_the_revoker_role_there() -> Result<()> {
+    let moto = tokio::task::spawn_blocking(MotoServer::start).await??;
+    let own = iam(&moto);
+    create_role(&own, "Admin").await?;
+    let partner = iam_in_account(&moto, "999999999999").await?;
+    create_role(&partner, "Partner").await?;
+    // moto does not check who may assume ElevateRevoker (nor that it
+    // exists): what is checked is that the policy lands in the partner
+    // account, through credentials there.
+    let mut config = config(&moto, true);
+    config.revoke_via_role = Some("arn:aws:iam::{account}:role/ElevateRevoker".to_owned());
+    let provider = AwsSts::new(config).await?;
+    let problems = provider.validate().await?;
+    ensure!(
+        problems.len() == 1 && problems[0].contains("role auditor"),
+        "{problems:?}"
+    );
+    provider
+        .remove(&grant("r-partner", "partner", Duration::minutes(10), true))
+        .await?;
+    ensure!(denied(&partner, "Partner").await? == ["r-partner"]);
+    ensure!(denied(&own, "Admin").await?.is_empty());
+    // A second revocation there reuses the credentials.
+    provider
+        .remove(&grant(
+            "r-partner-2",
+            "partner",
+            Duration::minutes(10),
+            true,
+        ))
+        .await?;
+    ensure!(denied(&partner, "Partner").await? == ["r-partner", "r-partner-2"]);
     Ok(())
 }

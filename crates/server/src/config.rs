@@ -186,6 +186,8 @@ struct AwsStsSection {
     #[serde(default)]
     revoke_sessions: bool,
     iam_endpoint_url: Option<String>,
+    /// The role assumed in another account to write its roles' policies.
+    revoke_via_role: Option<String>,
 }
 
 /// `[targets.identity_center]`: how an `aws-identity-center` target
@@ -2215,6 +2217,22 @@ impl Checker {
                 }
             }
         }
+        if let Some(template) = &aws.revoke_via_role {
+            let example = template.replace("{account}", "111122223333");
+            if !template.contains("{account}")
+                || !example.starts_with("arn:")
+                || !example.contains(":role/")
+            {
+                self.error(
+                    line,
+                    format!("{prefix}revoke_via_role"),
+                    format!(
+                        "\"{template}\" must be an IAM role ARN with {{account}} for the account (arn:aws:iam::{{account}}:role/NAME)"
+                    ),
+                );
+                ok = false;
+            }
+        }
         let max_session_secs = match &aws.max_session {
             Some(raw) => {
                 let secs = i64::try_from(self.span(line, &prefix, "max_session", raw)?.secs())
@@ -2292,6 +2310,7 @@ impl Checker {
             role_arns: aws.role_arns.clone(),
             revoke_sessions: aws.revoke_sessions,
             iam_endpoint_url: aws.iam_endpoint_url.clone(),
+            revoke_via_role: aws.revoke_via_role.clone(),
         })
     }
 
@@ -2558,7 +2577,7 @@ mod tests {
     #[test]
     fn aws_sts_targets_need_an_iam_role_for_every_role_and_bounded_sessions() {
         let text = format!(
-            "{AWS_TARGET}max_session = \"13h\"\naccess_key_id = \"AKIA\"\niam_endpoint_url = \"moto\"\n[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nother = \"arn:aws:iam::111122223333:role/X\"\n"
+            "{AWS_TARGET}max_session = \"13h\"\naccess_key_id = \"AKIA\"\niam_endpoint_url = \"moto\"\nrevoke_via_role = \"arn:aws:iam::111122223333:role/Fixed\"\n[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nother = \"arn:aws:iam::111122223333:role/X\"\n"
         );
         let e = errors(&text).join("\n");
         if cfg!(feature = "aws") {
@@ -2576,6 +2595,8 @@ mod tests {
                 e.contains("iam_endpoint_url: \"moto\" is not an http(s) URL"),
                 "{e}"
             );
+            assert!(e.contains("revoke_via_role"), "{e}");
+            assert!(e.contains("with {account} for the account"), "{e}");
         } else {
             assert!(e.contains("lacks AWS support"), "{e}");
         }

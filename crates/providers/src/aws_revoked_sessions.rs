@@ -17,10 +17,10 @@
 //! so one shared document edited by several replicas (or read back from
 //! an eventually consistent IAM) could lose a revocation; a policy per
 //! grant is written whole, once, and writing it again changes nothing.
-//! `<until>` is when every session of the grant has expired (the grant's
-//! window end plus [`GRACE`]): policies past it are deleted when the next
-//! revocation on the role is written, so a role carries only the denies
-//! still needed.
+//! `<until>` is when every session of the grant has expired (the earlier
+//! of the grant's window end and `max_session` after the revocation, plus
+//! [`GRACE`]): policies past it are deleted when the next revocation on
+//! the role is written, so a role carries only the denies still needed.
 
 use chrono::{DateTime, Duration, NaiveDateTime, Timelike, Utc};
 use serde_json::json;
@@ -80,6 +80,15 @@ pub fn policy_name(request_id: &str, until: DateTime<Utc>) -> String {
         })
         .collect();
     format!("{POLICY_PREFIX}{}-{id}", until.format(UNTIL_FORMAT))
+}
+
+/// Whether `name` is a policy elevate wrote for `request_id`.
+pub fn is_for(name: &str, request_id: &str) -> bool {
+    until_of(name).is_some() && {
+        let any_until = policy_name(request_id, DateTime::<Utc>::UNIX_EPOCH);
+        let suffix = &any_until[POLICY_PREFIX.len() + 14..];
+        name.len() == POLICY_PREFIX.len() + 14 + suffix.len() && name.ends_with(suffix)
+    }
 }
 
 /// The `until` of a policy elevate wrote; `None` for any other policy.
@@ -188,6 +197,15 @@ mod tests {
         );
         assert_eq!(account_of("arn:aws:iam:::role/Admin"), None);
         assert_eq!(account_of("Admin"), None);
+    }
+
+    #[test]
+    fn a_policy_is_known_by_its_request_whatever_its_until() {
+        let name = policy_name("r-abc", at("2026-12-02T14:21:00Z"));
+        assert!(is_for(&name, "r-abc"));
+        assert!(!is_for(&name, "r-ab"));
+        assert!(!is_for(&name, "c"));
+        assert!(!is_for("Operators-r-abc", "r-abc"));
     }
 
     #[test]

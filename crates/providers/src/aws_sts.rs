@@ -10,6 +10,7 @@
 //! each session by the grant's window so none outlives it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,8 +41,9 @@ pub struct AwsSts {
     /// The account of elevate's own credentials (`GetCallerIdentity`).
     own_account: tokio::sync::OnceCell<String>,
     /// IAM clients for other accounts, on credentials of
-    /// `revoke_via_role` there, with when those expire.
-    other_accounts: tokio::sync::Mutex<HashMap<String, (aws_sdk_iam::Client, DateTime<Utc>)>>,
+    /// `revoke_via_role` there, with when those expire; one slot (and
+    /// lock) per account.
+    other_accounts: std::sync::Mutex<HashMap<String, Arc<OtherAccount>>>,
     /// For the federation endpoint (not an AWS SDK service).
     http: reqwest::Client,
 }
@@ -75,7 +77,7 @@ impl AwsSts {
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
             iam,
             own_account: tokio::sync::OnceCell::new(),
-            other_accounts: tokio::sync::Mutex::default(),
+            other_accounts: std::sync::Mutex::default(),
             http,
         })
     }
@@ -101,12 +103,17 @@ impl AwsSts {
     /// Deletes a few of the role's revocation policies that no session
     /// needs any more. A failure here only leaves them for the next
     /// revocation: it must not hold up the deny being written.
-    async fn prune(iam: &aws_sdk_iam::Client, role: &str, now: DateTime<Utc>) {
+    /// Returns the role's policies as listed (`None`: they could not be).
+    async fn prune(
+        iam: &aws_sdk_iam::Client,
+        role: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<String>> {
         let names = match Self::role_policies(iam, role).await {
             Ok(names) => names,
             Err(e) => {
                 tracing::warn!(role, error = %e, "cannot list the role's policies to delete expired revocations");
-                return;
+                return None;
             }
         };
         for name in names
@@ -125,10 +132,11 @@ impl AwsSts {
                 Err(e) if e.code() == Some("NoSuchEntity") => {}
                 Err(e) => {
                     tracing::warn!(role, policy = %name, error = %iam_message(role, &e), "cannot delete an expired revocation policy");
-                    return;
+                    break;
                 }
             }
         }
+        Some(names)
     }
 
     /// Denies the sessions of a grant ended before its window did: they
@@ -182,7 +190,17 @@ impl AwsSts {
         for arn in arns {
             let is_current = Some(arn) == current;
             let outcome = match self.iam_for(iam, arn).await {
-                Ok(iam) => self.deny_on(&iam, arn, &name, &document, now).await,
+                Ok(client) => {
+                    let written = self
+                        .deny_on(&client, arn, (&grant.request_id, &name, &document), now)
+                        .await;
+                    if written.is_err() {
+                        // Credentials of another account may have been
+                        // revoked: the next attempt assumes the role anew.
+                        self.forget_account(arn).await;
+                    }
+                    written
+                }
                 Err(e) => Err(Other(e)),
             };
             match outcome {
@@ -246,9 +264,18 @@ impl AwsSts {
                 "revoke_sessions cannot deny sessions on {arn}: elevate's credentials are in account {own_account}, and no revoke_via_role is configured to write role policies in account {account}"
             )));
         };
-        let mut cached = self.other_accounts.lock().await;
+        // One lock per account: a slow or unreachable account holds up
+        // only its own revocations.
+        let slot = {
+            let mut accounts = self
+                .other_accounts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(accounts.entry(account.to_owned()).or_default())
+        };
+        let mut cached = slot.lock().await;
         let now = Utc::now();
-        if let Some((client, expires)) = cached.get(account) {
+        if let Some((client, expires)) = cached.as_ref() {
             if *expires > now + chrono::Duration::minutes(5) {
                 return Ok(client.clone());
             }
@@ -268,6 +295,14 @@ impl AwsSts {
                     aws_message(&e)
                 ))
             })?;
+        // The deny must land in the role's own account, never on a
+        // same-named role elsewhere.
+        let assumed = out.assumed_role_user().map(|u| u.arn()).unwrap_or_default();
+        if revoked::account_of(assumed) != Some(account) {
+            return Err(ProviderError::Retryable(format!(
+                "assuming {via} gave a session in another account than {account} ({assumed})"
+            )));
+        }
         let c = out.credentials().ok_or_else(|| {
             ProviderError::Retryable(format!("AWS STS answered no credentials for {via}"))
         })?;
@@ -284,8 +319,24 @@ impl AwsSts {
             ))
             .build();
         let client = aws_sdk_iam::Client::from_conf(config);
-        cached.insert(account.to_owned(), (client.clone(), expires));
+        *cached = Some((client.clone(), expires));
         Ok(client)
+    }
+
+    /// Drops the kept credentials for the account of `arn`.
+    async fn forget_account(&self, arn: &str) {
+        let Some(account) = revoked::account_of(arn) else {
+            return;
+        };
+        let slot = self
+            .other_accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(account)
+            .cloned();
+        if let Some(slot) = slot {
+            *slot.lock().await = None;
+        }
     }
 
     /// Writes the deny policy `name` on the role `arn`, with an IAM client
@@ -294,8 +345,7 @@ impl AwsSts {
         &self,
         iam: &aws_sdk_iam::Client,
         arn: &str,
-        name: &str,
-        document: &str,
+        (request_id, name, document): (&str, &str, &str),
         now: DateTime<Utc>,
     ) -> Result<(), DenyError> {
         let Some(role) = revoked::role_name(arn) else {
@@ -304,7 +354,16 @@ impl AwsSts {
             ))));
         };
         // Room first: IAM caps the size of a role's inline policies.
-        Self::prune(iam, role, now).await;
+        let names = Self::prune(iam, role, now).await;
+        // A retry after the hour turned computes another `<until>`; the
+        // deny written before still stands (it is kept at least as long).
+        if names.is_some_and(|names| {
+            names
+                .iter()
+                .any(|n| revoked::is_for(n, request_id) && !revoked::expired(n, now))
+        }) {
+            return Ok(());
+        }
         match iam
             .put_role_policy()
             .role_name(role)
@@ -327,6 +386,9 @@ impl AwsSts {
         }
     }
 }
+
+/// Kept credentials in another account, and when they expire.
+type OtherAccount = tokio::sync::Mutex<Option<(aws_sdk_iam::Client, DateTime<Utc>)>>;
 
 /// Why a deny could not be written.
 enum DenyError {

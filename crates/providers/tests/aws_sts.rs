@@ -221,6 +221,24 @@ async fn a_grant_ended_early_has_its_sessions_denied_on_the_role_and_one_that_ra
         .remove(&grant("r-second", "admin", Duration::minutes(5), true))
         .await?;
     ensure!(denied(&iam, "Admin").await? == ["r-first", "r-second"]);
+
+    // A long window: no session outlives max_session (1 h here) after the
+    // revocation, so the deny goes then, not at the window's end.
+    let long = grant("r-long", "admin", Duration::hours(3), true);
+    let revoked_at = Utc::now();
+    provider.remove(&long).await?;
+    let written = revocations(&iam, "Admin").await?;
+    let name = written
+        .iter()
+        .map(|(n, _)| n)
+        .find(|n| n.ends_with("-r-long"))
+        .context("no deny for r-long")?;
+    let until = until_of(name).context("not elevate's name")?;
+    ensure!(
+        until >= revoked_at + Duration::hours(1) + GRACE
+            && until <= revoked_at + Duration::hours(2) + GRACE,
+        "{name} for a revocation at {revoked_at}"
+    );
     Ok(())
 }
 
@@ -392,7 +410,7 @@ async fn roles_in_other_accounts_are_denied_through_the_revoker_role_there() -> 
         .await?;
     ensure!(denied(&partner, "Partner").await? == ["r-partner"]);
     ensure!(denied(&own, "Admin").await?.is_empty());
-    // A second revocation there reuses the credentials.
+    // A second revocation there.
     provider
         .remove(&grant(
             "r-partner-2",

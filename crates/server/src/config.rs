@@ -2219,7 +2219,10 @@ impl Checker {
         }
         if let Some(template) = &aws.revoke_via_role {
             let example = template.replace("{account}", "111122223333");
-            if !template.contains("{account}")
+            // `{account}` must be the ARN's account field: anywhere else,
+            // the role assumed would be in one fixed account and the deny
+            // would land on a same-named role there.
+            if template.split(':').nth(4) != Some("{account}")
                 || !example.starts_with("arn:")
                 || !example.contains(":role/")
             {
@@ -2232,6 +2235,13 @@ impl Checker {
                 );
                 ok = false;
             }
+        }
+        if aws.revoke_via_role.is_some() && !aws.revoke_sessions {
+            self.warn(
+                line,
+                format!("{prefix}revoke_via_role"),
+                "is used only with revoke_sessions = true",
+            );
         }
         let max_session_secs = match &aws.max_session {
             Some(raw) => {
@@ -2577,7 +2587,7 @@ mod tests {
     #[test]
     fn aws_sts_targets_need_an_iam_role_for_every_role_and_bounded_sessions() {
         let text = format!(
-            "{AWS_TARGET}max_session = \"13h\"\naccess_key_id = \"AKIA\"\niam_endpoint_url = \"moto\"\nrevoke_via_role = \"arn:aws:iam::111122223333:role/Fixed\"\n[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nother = \"arn:aws:iam::111122223333:role/X\"\n"
+            "{AWS_TARGET}max_session = \"13h\"\naccess_key_id = \"AKIA\"\niam_endpoint_url = \"moto\"\nrevoke_via_role = \"arn:aws:iam::111122223333:role/Revoker-{{account}}\"\n[targets.aws_sts.role_arns]\nadmin = \"arn:aws:iam::111122223333:role/Admin\"\nother = \"arn:aws:iam::111122223333:role/X\"\n"
         );
         let e = errors(&text).join("\n");
         if cfg!(feature = "aws") {

@@ -210,23 +210,24 @@ impl Directory {
         let listed = self
             .users(client, store, |l| l.at.elapsed() <= LISTING_TTL)
             .await?;
-        // What a listing must be at least as new as to answer for sure.
-        let fresh_since = match choose(&listed.users, name, email) {
+        // What a listing must be at least as new as to answer for sure,
+        // and whether the kept one may answer anyway.
+        let (fresh_since, may_reuse) = match choose(&listed.users, name, email) {
             UserMatch::One(id) => {
                 if still_matches(client, store, &id, name, email).await? {
                     return Ok(UserMatch::One(id));
                 }
-                // Gone or changed since that listing: only a newer one
-                // tells who has the address now.
-                Instant::now()
+                // Gone or changed since that listing: only one read after
+                // this moment tells who has the address now.
+                (Instant::now(), false)
             }
-            _ => started,
+            // A lookup that found no one a moment ago (someone not
+            // provisioned, asking again and again) does not list again
+            // yet.
+            _ => (started, self.missed_lately(&lookup)),
         };
-        // A lookup that found no one a moment ago (someone not
-        // provisioned, asking again and again) does not list again yet.
-        let recently_missed = self.missed_lately(&lookup);
         let listed = self
-            .users(client, store, |l| l.at >= fresh_since || recently_missed)
+            .users(client, store, |l| l.at >= fresh_since || may_reuse)
             .await?;
         let found = choose(&listed.users, name, email);
         if !matches!(found, UserMatch::One(_)) {

@@ -817,10 +817,29 @@ async fn e_mail_addresses_are_compared_without_regard_to_case() -> Result<()> {
     let me = me_ok(&env, &env.peer.sign(claims.clone(), Value::Null).await?).await?;
     assert_eq!(me["name"], "alice", "{me}");
     assert_eq!(me["email"], Value::Null, "{me}");
+    // Remembered as unverified, so that what would have matched by the
+    // address (the AWS Identity Store) refuses rather than trusting the
+    // user name alone.
+    let profile = || async {
+        let mut db = connect_store(&read_only(&env.app.db_url)).await?;
+        let text: String =
+            sqlx::query_scalar("SELECT profile FROM identities WHERE user_name = 'alice'")
+                .fetch_one(&mut db)
+                .await?;
+        db.close().await?;
+        anyhow::Ok(serde_json::from_str::<Value>(&text)?)
+    };
+    let stored_profile = profile().await?;
+    assert_eq!(stored_profile["email_unverified"], true, "{stored_profile}");
     // Verified again (or not said either way): taken.
     claims["email_verified"] = json!(true);
     let me = me_ok(&env, &env.peer.sign(claims.clone(), Value::Null).await?).await?;
     assert_eq!(me["email"], "bob@example.com", "{me}");
+    let stored_profile = profile().await?;
+    assert!(
+        stored_profile.get("email_unverified").is_none(),
+        "{stored_profile}"
+    );
     Ok(())
 }
 

@@ -202,14 +202,8 @@ pub fn email(
     }
     text.push_str("\n-- \nelevate, just-in-time access\n");
 
-    let mut html = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title></head>\
-         <body style=\"font-family:sans-serif;line-height:1.4\">\
-         <h2 style=\"font-size:1.15em\">{}</h2><p>{}</p><table cellpadding=\"4\" style=\"border-collapse:collapse\">",
-        escape_html(&headline),
-        escape_html(&headline),
-        escape_html(lead)
-    );
+    let mut html = html_start(&headline, lead);
+    html.push_str("<table cellpadding=\"4\" style=\"border-collapse:collapse\">");
     for (k, v) in &facts {
         html.push_str(&format!(
             "<tr><th align=\"left\" valign=\"top\">{}</th><td style=\"white-space:pre-wrap\">{}</td></tr>",
@@ -231,6 +225,18 @@ pub fn email(
         approve_as: links.then(|| to.name.to_string()),
         request: r.id.to_string(),
     }
+}
+
+/// The HTML body up to the message's own content: title, headline, lead.
+fn html_start(headline: &str, lead: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title></head>\
+         <body style=\"font-family:sans-serif;line-height:1.4\">\
+         <h2 style=\"font-size:1.15em\">{}</h2><p>{}</p>",
+        escape_html(headline),
+        escape_html(headline),
+        escape_html(lead)
+    )
 }
 
 /// A message to `to` about `headline`, in the conversation `thread`.
@@ -432,14 +438,8 @@ pub fn target_email(b: &Broker, rec: &AuditRecord, target: &str, to: &Principal)
     text.push_str(&format!(
         "\nThe report: elevate targets reconciliation {target}, or {url}\n\n-- \nelevate, just-in-time access\n"
     ));
-    let mut html = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title></head>\
-         <body style=\"font-family:sans-serif;line-height:1.4\">\
-         <h2 style=\"font-size:1.15em\">{}</h2><p>{}</p><ul>",
-        escape_html(&headline),
-        escape_html(&headline),
-        escape_html(lead)
-    );
+    let mut html = html_start(&headline, lead);
+    html.push_str("<ul>");
     for l in &lines {
         html.push_str(&format!("<li>{}</li>", escape_html(l)));
     }

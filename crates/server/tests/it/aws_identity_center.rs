@@ -27,7 +27,7 @@ use elevate_testkit::smtp::{ReceivedMail, SmtpServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{cli, eventually, users_toml, TestApp};
+use crate::common::{cli, cli_ok, eventually, users_toml, TestApp};
 use crate::web_common::{page, signed_in};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -520,13 +520,7 @@ async fn reconciliation_reports_an_assignment_made_outside_elevate_and_can_remov
         status == StatusCode::OK && last["unmanaged"] == report["unmanaged"],
         "{status} {last}"
     );
-    let out = cli(&app.url, "dave", &["targets", "reconcile", "aws"])?;
-    let printed = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed = cli_ok(&app.url, "dave", &["targets", "reconcile", "aws"])?;
     ensure!(
         printed.contains("orders-prod") && printed.contains("mallory"),
         "{printed}"
@@ -638,13 +632,7 @@ async fn targets_refresh_reads_a_new_account_at_once_and_only_for_admins() -> Re
     let out = cli(&app.url, "alice", &["targets", "refresh", "aws"])?;
     ensure!(!out.status.success());
     ensure!(String::from_utf8_lossy(&out.stderr).contains("only admins"));
-    let out = cli(&app.url, "dave", &["targets", "refresh", "aws"])?;
-    let printed = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed = cli_ok(&app.url, "dave", &["targets", "refresh", "aws"])?;
     ensure!(
         printed.contains("6 accounts") && printed.contains("never granted"),
         "{printed}"

@@ -415,6 +415,20 @@ pub fn cli(url: &str, user: &str, args: &[&str]) -> Result<std::process::Output>
         .output()?)
 }
 
+/// [`cli`] that must succeed: its standard output, or an error carrying
+/// its standard error.
+pub fn cli_ok(url: &str, user: &str, args: &[&str]) -> Result<String> {
+    let out = cli(url, user, args)?;
+    if !out.status.success() {
+        bail!(
+            "elevate {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub fn body(target: &str, resource: &str, role: &str, duration: &str) -> Value {
     serde_json::json!({
         "target": target,
